@@ -1,0 +1,180 @@
+"""Checking, saving and comparing configs.
+
+A config is checked once, before any work starts, so a typo in a field fails
+in a second with a message naming the field, its value and the allowed values,
+instead of deep inside a traced training step.
+"""
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+import tensorflow as tf
+
+from bigbigan_tf.models.generator import G_ARCH
+
+CONFIG_FILENAME = 'config.json'
+RESOLUTIONS = tuple(sorted(G_ARCH))
+PRECISIONS = ('float32', 'mixed_bfloat16')
+ENCODER_KINDS = ('resnet_v2',)
+AUGMENTATIONS = ('resnet', 'none')
+DATA_NAME_FORMS = "'mnist', 'tfds:NAME' or 'folder:PATH'"
+# Fields that may change when a run is resumed: training longer is not a
+# different experiment.
+RESUMABLE_FIELDS = ('num_train_steps',)
+
+
+class ConfigError(ValueError):
+  """A config field has a value this project cannot run with."""
+
+
+def _check(ok: bool, field: str, value: Any, allowed: str):
+  if not ok:
+    raise ConfigError(f'config.{field} = {value!r} is invalid: {allowed}. '
+                      f'Set it with --config.{field}=VALUE.')
+
+
+def _g_block_resolutions(resolution: int) -> list[int]:
+  return [4 * 2 ** (i + 1) for i in range(len(G_ARCH[resolution][0]))]
+
+
+def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
+  """Raises ConfigError naming the first invalid field, or returns None.
+
+  Args:
+    config: a full config (configs/base.py lists its fields).
+    num_replicas: replicas of the distribution strategy the run will use.
+  """
+  m = config.model
+  _check(m.resolution in RESOLUTIONS, 'model.resolution', m.resolution,
+         f'allowed values are {list(RESOLUTIONS)}')
+  num_chunks = len(G_ARCH[m.resolution][0]) + 1
+  _check(isinstance(m.z_dim, int) and m.z_dim >= 1, 'model.z_dim', m.z_dim,
+         'it must be an integer >= 1')
+  _check(m.z_dim >= num_chunks, 'model.z_dim', m.z_dim,
+         f'G at {m.resolution}px splits z into {num_chunks} chunks (one per '
+         f'block plus one), so z_dim must be >= {num_chunks}')
+  _check(isinstance(m.encoder_resolution, int)
+         and m.encoder_resolution >= m.resolution
+         and m.encoder_resolution % m.resolution == 0,
+         'model.encoder_resolution', m.encoder_resolution,
+         f'it must be a multiple of model.resolution={m.resolution} '
+         f'(e.g. {m.resolution} or {2 * m.resolution}), so real images can '
+         'be average-pooled to G\'s resolution for F')
+  g_res = _g_block_resolutions(m.resolution)
+  _check(m.generator.attention_resolution in [0] + g_res,
+         'model.generator.attention_resolution',
+         m.generator.attention_resolution,
+         f'allowed values at resolution {m.resolution} are {[0] + g_res}')
+  d_res = [m.resolution // 2 ** (i + 1) for i in range(len(g_res))]
+  _check(m.discriminator.attention_resolution in [0] + d_res,
+         'model.discriminator.attention_resolution',
+         m.discriminator.attention_resolution,
+         f'allowed values at resolution {m.resolution} are {[0] + d_res}')
+  for field in ('generator.ch', 'discriminator.ch', 'discriminator.h_width',
+                'discriminator.j_width', 'encoder.head_width'):
+    value = m[field.split('.')[0]][field.split('.')[1]]
+    _check(isinstance(value, int) and value >= 1, 'model.' + field, value,
+           'it must be an integer >= 1')
+  for field in ('discriminator.h_depth', 'discriminator.j_depth',
+                'encoder.head_depth', 'generator.embed_dim'):
+    value = m[field.split('.')[0]][field.split('.')[1]]
+    _check(isinstance(value, int) and value >= 0, 'model.' + field, value,
+           'it must be an integer >= 0')
+  _check(m.encoder.kind in ENCODER_KINDS, 'model.encoder.kind',
+         m.encoder.kind, f'allowed values are {list(ENCODER_KINDS)}')
+  _check(len(m.encoder.blocks_per_stage) == 4
+         and all(int(b) >= 1 for b in m.encoder.blocks_per_stage),
+         'model.encoder.blocks_per_stage', m.encoder.blocks_per_stage,
+         'it must be 4 integers >= 1, e.g. (3, 4, 6, 3) for ResNet-50')
+  _check(m.encoder.width_multiplier > 0, 'model.encoder.width_multiplier',
+         m.encoder.width_multiplier, 'it must be > 0')
+  # The encoder's stem and 3 strided stages divide its input by 32.
+  _check(m.encoder_resolution >= 32, 'model.encoder_resolution',
+         m.encoder_resolution, 'the ResNet encoder needs at least 32 pixels')
+
+  _check(isinstance(config.batch_size, int) and config.batch_size >= 1,
+         'batch_size', config.batch_size, 'it must be an integer >= 1')
+  _check(config.batch_size % num_replicas == 0, 'batch_size',
+         config.batch_size,
+         f'the global batch must divide evenly among the {num_replicas} '
+         f'replicas; use a multiple of {num_replicas}')
+  _check(isinstance(config.num_train_steps, int)
+         and config.num_train_steps >= 0, 'num_train_steps',
+         config.num_train_steps, 'it must be an integer >= 0')
+
+  name = config.data.name
+  kind = name.split(':', 1)[0] if isinstance(name, str) else None
+  _check(name == 'mnist' or (kind in ('tfds', 'folder') and
+                             len(name.split(':', 1)[1]) > 0),
+         'data.name', name, f'it must be {DATA_NAME_FORMS}')
+  _check(config.data.augmentation in AUGMENTATIONS, 'data.augmentation',
+         config.data.augmentation, f'allowed values are {list(AUGMENTATIONS)}')
+  _check(0 < config.data.crop_min_area <= 1, 'data.crop_min_area',
+         config.data.crop_min_area, 'it must be in (0, 1]')
+
+  o = config.optim
+  for field in ('g_lr', 'e_lr', 'd_lr'):
+    _check(o[field] > 0, 'optim.' + field, o[field], 'it must be > 0')
+  _check(isinstance(o.disc_iters, int) and o.disc_iters >= 1,
+         'optim.disc_iters', o.disc_iters, 'it must be an integer >= 1')
+  _check(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, 'optim.beta1/beta2',
+         (o.beta1, o.beta2), 'Adam moments must be in [0, 1)')
+  t = config.train
+  _check(t.precision in PRECISIONS, 'train.precision', t.precision,
+         f'allowed values are {list(PRECISIONS)}')
+  for field in ('steps_per_loop', 'checkpoint_every', 'log_every'):
+    _check(isinstance(t[field], int) and t[field] >= 1, 'train.' + field,
+           t[field], 'it must be an integer >= 1')
+  _check(0 <= t.ema_decay < 1, 'train.ema_decay', t.ema_decay,
+         'it must be in [0, 1)')
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+  """The config as plain JSON-able values (tuples become lists)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def save(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes the resolved config as indented JSON into the workdir."""
+  tf.io.gfile.makedirs(workdir)
+  path = os.path.join(workdir, CONFIG_FILENAME)
+  tmp = path + '.tmp'
+  with tf.io.gfile.GFile(tmp, 'w') as f:
+    f.write(json.dumps(to_dict(config), indent=2, sort_keys=True) + '\n')
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+  return path
+
+
+def load(workdir: str) -> ml_collections.ConfigDict:
+  """Reads the config a training run wrote into `workdir`.
+
+  Raises:
+    FileNotFoundError: with what to do, if the workdir holds no config.
+  """
+  path = os.path.join(workdir, CONFIG_FILENAME)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(
+        f'{path} does not exist: {workdir!r} is not a bigbigan-tf workdir. '
+        'Pass the --workdir that train.py wrote to.')
+  with tf.io.gfile.GFile(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def diff(old: ml_collections.ConfigDict, new: ml_collections.ConfigDict,
+         *, ignore=RESUMABLE_FIELDS) -> list[tuple[str, Any, Any]]:
+  """Fields whose values differ, as (field, old value, new value)."""
+  a, b = _flatten(to_dict(old)), _flatten(to_dict(new))
+  return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+          if k not in ignore and a.get(k) != b.get(k)]

@@ -1,0 +1,109 @@
+"""BigBiGAN's joint discriminator D = (F, H, J) with unary terms.
+
+F scores x alone (a BigGAN discriminator), H scores z alone (an MLP), J scores
+the pair from F's and H's features. All linear maps are spectrally normalised.
+"""
+
+import keras
+from keras import ops
+
+from bigbigan_tf.models import layers
+
+# BigGAN's discriminator widths per input resolution: (input width of each
+# block, output width of each block, whether it halves the resolution), in
+# units of ch; the image's 3 channels come first.
+D_ARCH = {
+    32: ((None, 4, 4, 4), (4, 4, 4, 4), (True, True, False, False)),
+    64: ((None, 1, 2, 4, 8), (1, 2, 4, 8, 16), (True,) * 5),
+    128: ((None, 1, 2, 4, 8, 16), (1, 2, 4, 8, 16, 16), (True,) * 5 + (False,)),
+    256: ((None, 1, 2, 4, 8, 8, 16), (1, 2, 4, 8, 8, 16, 16),
+          (True,) * 6 + (False,)),
+}
+
+
+class ImageDiscriminator(keras.Model):
+  """F: x [B, R, R, 3] in [-1, 1] -> (features [B, 16ch or 4ch], s_x [B])."""
+
+  def __init__(self, *, resolution: int, ch: int, attention_resolution: int = 0,
+               name: str = 'F', **kwargs):
+    super().__init__(name=name, **kwargs)
+    if resolution not in D_ARCH:
+      raise ValueError(f'Discriminator resolution {resolution} is not one of '
+                       f'{sorted(D_ARCH)}.')
+    _, out_mult, down = D_ARCH[resolution]
+    self.resolution = resolution
+    self.blocks = []
+    self.attention = {}
+    res = resolution
+    for i, (mult, d) in enumerate(zip(out_mult, down)):
+      self.blocks.append(layers.DBlock(mult * ch, downsample=d,
+                                       preactivation=i > 0, name=f'block{i}'))
+      res = res // 2 if d else res
+      if res == attention_resolution and not self.attention and d:
+        self.attention[i] = layers.SelfAttention(name=f'attention{res}')
+    self.feature_dim = out_mult[-1] * ch
+    self.score = layers.SNDense(1, name='score')
+
+  def call(self, x, training=False):
+    h = ops.cast(x, self.compute_dtype)
+    for i, block in enumerate(self.blocks):
+      h = block(h, training=training)
+      if i in self.attention:
+        h = self.attention[i](h, training=training)
+    # BigGAN: ReLU, then a sum (not a mean) over space.
+    features = ops.sum(ops.relu(h), axis=(1, 2))
+    s_x = ops.squeeze(self.score(features, training=training), -1)
+    return features, ops.cast(s_x, 'float32')
+
+
+class LatentDiscriminator(keras.Model):
+  """H: z [B, z_dim] -> (features [B, width], s_z [B])."""
+
+  def __init__(self, *, width: int, depth: int, name: str = 'H', **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.mlp = layers.ResidualMLP(width=width, depth=depth, spectral_norm=True,
+                                  name='mlp')
+    self.score = layers.SNDense(1, name='score')
+
+  def call(self, z, training=False):
+    features = self.mlp(ops.cast(z, self.compute_dtype), training=training)
+    s_z = ops.squeeze(self.score(features, training=training), -1)
+    return features, ops.cast(s_z, 'float32')
+
+
+class JointDiscriminator(keras.Model):
+  """J: (F features, H features) -> s_xz [B]."""
+
+  def __init__(self, *, width: int, depth: int, name: str = 'J', **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.mlp = layers.ResidualMLP(width=width, depth=depth, spectral_norm=True,
+                                  name='mlp')
+    self.score = layers.SNDense(1, name='score')
+
+  def call(self, x_features, z_features, training=False):
+    h = ops.concatenate([x_features, z_features], axis=-1)
+    h = self.mlp(h, training=training)
+    return ops.cast(ops.squeeze(self.score(h, training=training), -1),
+                    'float32')
+
+
+class Discriminator(keras.Model):
+  """D(x, z) -> {'score_x', 'score_z', 'score_xz'}, each [B] float32.
+
+  x: [B, R, R, 3] in [-1, 1] at G's resolution; z: [B, z_dim].
+  """
+
+  def __init__(self, *, resolution: int, ch: int, attention_resolution: int,
+               h_width: int, h_depth: int, j_width: int, j_depth: int,
+               name: str = 'discriminator', **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.f = ImageDiscriminator(resolution=resolution, ch=ch,
+                                attention_resolution=attention_resolution)
+    self.h = LatentDiscriminator(width=h_width, depth=h_depth)
+    self.j = JointDiscriminator(width=j_width, depth=j_depth)
+
+  def call(self, x, z, training=False):
+    x_features, s_x = self.f(x, training=training)
+    z_features, s_z = self.h(z, training=training)
+    s_xz = self.j(x_features, z_features, training=training)
+    return {'score_x': s_x, 'score_z': s_z, 'score_xz': s_xz}

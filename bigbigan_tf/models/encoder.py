@@ -1,0 +1,126 @@
+"""BigBiGAN's stochastic encoder E: a ResNet-v2 and an MLP head to (mu, sigma).
+
+The released `bigbigan-resnet50` module is a ResNet-v2-50 on 256x256 input;
+`width_multiplier` scales every channel count (1.0 gives 2048-d pooled
+features) and `blocks_per_stage` gives shallow variants for tests.
+"""
+
+from typing import Optional, Sequence
+
+import keras
+from keras import ops
+
+from bigbigan_tf.models import layers
+
+_STAGE_WIDTHS = (64, 128, 256, 512)  # bottleneck widths; outputs are 4x
+
+
+def _conv(filters, kernel_size, strides=1, name=None):
+  return keras.layers.Conv2D(filters, kernel_size, strides=strides,
+                             padding='same', use_bias=False,
+                             kernel_initializer='he_normal', name=name)
+
+
+class BottleneckV2(keras.layers.Layer):
+  """Pre-activation bottleneck: BN-ReLU-1x1, BN-ReLU-3x3(stride), BN-ReLU-1x1.
+
+  The projection shortcut (when the shape changes) reads the pre-activated
+  input, as in ResNet-v2. [B, H, W, in] -> [B, H/stride, W/stride, 4*width].
+  """
+
+  def __init__(self, width: int, *, strides: int, bn_epsilon: float,
+               bn_momentum: float, **kwargs):
+    super().__init__(**kwargs)
+    self.width, self.strides = width, strides
+    bn = dict(epsilon=bn_epsilon, momentum=bn_momentum, affine=True)
+    self.bn1 = layers.batch_norm(**bn, name='bn1')
+    self.bn2 = layers.batch_norm(**bn, name='bn2')
+    self.bn3 = layers.batch_norm(**bn, name='bn3')
+    self.conv1 = _conv(width, 1, name='conv1')
+    self.conv2 = _conv(width, 3, strides, name='conv2')
+    self.conv3 = _conv(4 * width, 1, name='conv3')
+
+  def build(self, input_shape):
+    self.project = input_shape[-1] != 4 * self.width or self.strides != 1
+    self.conv_sc = (_conv(4 * self.width, 1, self.strides, name='conv_sc')
+                    if self.project else None)
+
+  def call(self, x, training=False):
+    preact = ops.relu(self.bn1(x, training=training))
+    shortcut = self.conv_sc(preact) if self.project else x
+    h = self.conv1(preact)
+    h = self.conv2(ops.relu(self.bn2(h, training=training)))
+    h = self.conv3(ops.relu(self.bn3(h, training=training)))
+    return h + shortcut
+
+
+class Encoder(keras.Model):
+  """E: x [B, R_E, R_E, 3] in [-1, 1] -> dict of features and latents.
+
+  Returns:
+    avepool_feat [B, F]: global average pool of the ResNet's last activations
+      (F = 2048 * width_multiplier).
+    bn_crelu_feat [B, 2F]: batch norm of avepool_feat (no affine), then CReLU
+      (concat(relu(f), relu(-f))).
+    z_mean, z_stdev, z_sample [B, z_dim]: z_stdev = softplus(sigma_hat),
+      z_sample = z_mean + z_stdev * noise.
+  """
+
+  def __init__(self, *, z_dim: int,
+               blocks_per_stage: Sequence[int] = (3, 4, 6, 3),
+               width_multiplier: float = 1.0, head_depth: int = 0,
+               head_width: int = 4096, bn_epsilon: float = 1e-5,
+               bn_momentum: float = 0.99, name: str = 'encoder', **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.z_dim = z_dim
+    widths = [max(1, int(round(w * width_multiplier))) for w in _STAGE_WIDTHS]
+    self.feature_dim = 4 * widths[-1]
+    bn = dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum)
+    self.stem = _conv(widths[0], 7, 2, name='stem')
+    self.blocks = []
+    for s, (width, n) in enumerate(zip(widths, blocks_per_stage)):
+      for b in range(n):
+        strides = 2 if (b == 0 and s > 0) else 1
+        self.blocks.append(BottleneckV2(width, strides=strides, **bn,
+                                        name=f'stage{s + 1}_block{b + 1}'))
+    self.post_bn = layers.batch_norm(epsilon=bn_epsilon, momentum=bn_momentum,
+                                     affine=True, name='post_bn')
+    self.feat_bn = layers.batch_norm(epsilon=bn_epsilon, momentum=bn_momentum,
+                                     affine=False, name='feat_bn')
+    # Head: MLP with a skip from the pooled features straight to (mu, sigma^).
+    self.head = (layers.ResidualMLP(width=head_width, depth=head_depth - 1,
+                                    spectral_norm=False, name='head')
+                 if head_depth > 0 else None)
+    self.head_out = keras.layers.Dense(2 * z_dim, name='head_out')
+    self.skip_out = (keras.layers.Dense(2 * z_dim, use_bias=False,
+                                        name='skip_out')
+                     if head_depth > 0 else None)
+    self.noise_seed = keras.random.SeedGenerator(0, name='noise_seed')
+
+  def call(self, x, training=False, noise: Optional[keras.KerasTensor] = None):
+    h = self.stem(ops.cast(x, self.compute_dtype))
+    h = ops.max_pool(h, pool_size=3, strides=2, padding='same')
+    for block in self.blocks:
+      h = block(h, training=training)
+    h = ops.relu(self.post_bn(h, training=training))
+    pooled = ops.mean(h, axis=(1, 2))
+    f = self.feat_bn(pooled, training=training)
+    bn_crelu = ops.concatenate([ops.relu(f), ops.relu(-f)], axis=-1)
+    if self.head is not None:
+      out = (self.head_out(self.head(pooled, training=training))
+             + self.skip_out(pooled))
+    else:
+      out = self.head_out(pooled)
+    out = ops.cast(out, 'float32')
+    z_mean, sigma_hat = out[:, :self.z_dim], out[:, self.z_dim:]
+    z_stdev = ops.softplus(sigma_hat)
+    if noise is None:
+      noise = keras.random.normal(ops.shape(z_mean), seed=self.noise_seed)
+    z_sample = z_mean + z_stdev * ops.cast(noise, 'float32')
+    return {
+        'avepool_feat': ops.cast(pooled, 'float32'),
+        'bn_crelu_feat': ops.cast(bn_crelu, 'float32'),
+        'z_mean': z_mean,
+        'z_stdev': z_stdev,
+        'z_sample': z_sample,
+    }

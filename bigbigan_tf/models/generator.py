@@ -1,0 +1,91 @@
+"""BigGAN generator G, unconditional, with hierarchical z (Brock et al. 2018)."""
+
+import numpy as np
+import keras
+from keras import ops
+
+from bigbigan_tf.models import layers
+
+# BigGAN's channel multipliers per output resolution: (input width of each
+# block, output width of each block), in units of ch. Blocks double the
+# resolution from 4x4.
+G_ARCH = {
+    32: ((4, 4, 4), (4, 4, 4)),
+    64: ((16, 16, 8, 4), (16, 8, 4, 2)),
+    128: ((16, 16, 8, 4, 2), (16, 8, 4, 2, 1)),
+    256: ((16, 16, 8, 8, 4, 2), (16, 8, 8, 4, 2, 1)),
+}
+
+
+def z_chunk_sizes(z_dim: int, num_blocks: int) -> list[int]:
+  """Sizes of z's chunks: one for the 4x4 linear layer, one per block.
+
+  BigGAN requires z_dim divisible by num_blocks + 1; uneven sizes (the first
+  chunks one larger) let any z_dim >= num_blocks + 1 work.
+  """
+  return [len(a) for a in np.array_split(np.arange(z_dim), num_blocks + 1)]
+
+
+class Generator(keras.Model):
+  """G: z [B, z_dim] -> image [B, R, R, 3] in [-1, 1] (tanh).
+
+  z is split into num_blocks + 1 chunks: the first feeds the linear layer that
+  makes the 4x4 map, each other conditions one block's two batch norms. With
+  `embed_dim` > 0 a learned constant vector (the single class embedding an
+  unconditional BigGAN keeps; the official weights' port feeds one) is joined
+  to every chunk.
+  """
+
+  def __init__(self, *, resolution: int, z_dim: int, ch: int,
+               attention_resolution: int = 0, embed_dim: int = 0,
+               bn_epsilon: float = 1e-5, bn_momentum: float = 0.99,
+               name: str = 'generator', **kwargs):
+    super().__init__(name=name, **kwargs)
+    if resolution not in G_ARCH:
+      raise ValueError(f'Generator resolution {resolution} is not one of '
+                       f'{sorted(G_ARCH)}.')
+    in_mult, out_mult = G_ARCH[resolution]
+    self.resolution = resolution
+    self.z_dim = z_dim
+    self.embed_dim = embed_dim
+    self.chunk_sizes = z_chunk_sizes(z_dim, len(out_mult))
+    self.base_channels = in_mult[0] * ch
+    self.linear = layers.SNDense(4 * 4 * self.base_channels, name='linear')
+    self.blocks = []
+    self.attention = {}
+    res = 4
+    for i, mult in enumerate(out_mult):
+      self.blocks.append(layers.GBlock(
+          mult * ch, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum,
+          name=f'block{i}'))
+      res *= 2
+      if res == attention_resolution:
+        self.attention[i] = layers.SelfAttention(name=f'attention{res}')
+    self.out_bn = layers.batch_norm(epsilon=bn_epsilon, momentum=bn_momentum,
+                                    affine=True, name='out_bn')
+    self.out_conv = layers.SNConv2D(3, 3, name='out_conv')
+    self.embedding = None
+    if embed_dim:
+      self.embedding = self.add_weight(
+          name='embedding', shape=(embed_dim,),
+          initializer=keras.initializers.RandomNormal(stddev=1.0))
+
+  def call(self, z, training=False):
+    z = ops.cast(z, self.compute_dtype)
+    bounds = np.cumsum([0] + self.chunk_sizes)
+    chunks = [z[:, bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1)]
+    h = self.linear(chunks[0], training=training)
+    h = ops.reshape(h, (-1, 4, 4, self.base_channels))
+    for i, block in enumerate(self.blocks):
+      cond = chunks[i + 1]
+      if self.embedding is not None:
+        emb = ops.cast(self.embedding, cond.dtype)
+        emb = ops.broadcast_to(emb[None, :],
+                               (ops.shape(cond)[0], self.embed_dim))
+        cond = ops.concatenate([cond, emb], axis=-1)
+      h = block(h, cond, training=training)
+      if i in self.attention:
+        h = self.attention[i](h, training=training)
+    h = ops.relu(self.out_bn(h, training=training))
+    h = self.out_conv(h, training=training)
+    return ops.cast(ops.tanh(h), 'float32')
