@@ -1,0 +1,85 @@
+"""Named configs are valid; invalid ones fail with a message naming the field."""
+
+import tempfile
+
+import tensorflow as tf
+
+from bigbigan_tf import config_lib
+from bigbigan_tf.configs import imagenet128
+from bigbigan_tf.configs import mnist
+from bigbigan_tf.configs import tiny
+
+
+class ConfigTest(tf.test.TestCase):
+
+  def test_named_configs_are_valid(self):
+    for module in (imagenet128, mnist, tiny):
+      config = module.get_config()
+      config_lib.validate(config)
+      self.assertIsInstance(config.num_train_steps, int)
+      self.assertIn(config.data.name.split(':')[0], ('mnist', 'tfds'))
+
+  def test_paper_values(self):
+    c = imagenet128.get_config()
+    self.assertEqual((c.model.resolution, c.model.encoder_resolution), (128, 256))
+    self.assertEqual((c.model.z_dim, c.model.generator.ch, c.batch_size),
+                     (120, 96, 2048))
+    self.assertEqual((c.optim.beta1, c.optim.beta2), (0.0, 0.999))
+    self.assertEqual(c.data.name, 'tfds:imagenet2012')
+
+  def test_invalid_fields(self):
+    cases = [
+        ('model.resolution', 48, r'model\.resolution = 48.*\[32, 64, 128, 256\]'),
+        ('model.z_dim', 0, r'model\.z_dim = 0.*>= 1'),
+        ('model.z_dim', 3, r'model\.z_dim = 3.*4 chunks'),
+        ('model.encoder_resolution', 48, r'encoder_resolution = 48.*multiple'),
+        ('batch_size', 7, None),
+        ('data.name', 'imagenet', r"data\.name = 'imagenet'.*'mnist', "
+                                  r"'tfds:NAME' or 'folder:PATH'"),
+        ('data.name', 'tfds:', r'data\.name'),
+        ('model.generator.attention_resolution', 64,
+         r'attention_resolution = 64.*\[0, 8, 16, 32\]'),
+        ('train.precision', 'float16', r"mixed_bfloat16"),
+        ('optim.disc_iters', 0, r'disc_iters'),
+    ]
+    for field, value, pattern in cases:
+      with self.subTest(field=field, value=value):
+        config = tiny.get_config()
+        section, _, leaf = field.rpartition('.')
+        target = config
+        for part in filter(None, section.split('.')):
+          target = target[part]
+        with target.unlocked():
+          target[leaf] = value
+        if field == 'batch_size':
+          with self.assertRaisesRegex(config_lib.ConfigError,
+                                      r'batch_size = 7.*divide evenly.*2 '
+                                      r'replicas'):
+            config_lib.validate(config, num_replicas=2)
+          continue
+        with self.assertRaisesRegex(config_lib.ConfigError, pattern):
+          config_lib.validate(config)
+        with self.assertRaisesRegex(config_lib.ConfigError,
+                                    f'--config.{field}'):
+          config_lib.validate(config)
+
+  def test_save_load_and_diff(self):
+    config = tiny.get_config()
+    with tempfile.TemporaryDirectory() as workdir:
+      config_lib.save(config, workdir)
+      loaded = config_lib.load(workdir)
+    self.assertEqual(config_lib.diff(config, loaded), [])
+    other = tiny.get_config()
+    with other.unlocked():
+      other.num_train_steps = 99
+      other.optim.d_lr = 1.0
+    self.assertEqual(config_lib.diff(config, other),
+                     [('optim.d_lr', config.optim.d_lr, 1.0)])
+
+  def test_load_missing(self):
+    with self.assertRaisesRegex(FileNotFoundError, 'not a bigbigan-tf workdir'):
+      config_lib.load(tempfile.mkdtemp())
+
+
+if __name__ == '__main__':
+  tf.test.main()
