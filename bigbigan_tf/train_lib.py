@@ -1,0 +1,434 @@
+"""BigBiGAN's training loop: D steps and E/G steps under a tf.distribute strategy.
+
+One iteration = `optim.disc_iters` D steps (each on a fresh real batch), then
+one E/G step (on the last real batch), as in BigGAN's alternating schedule.
+`train.steps_per_loop` iterations run inside one `tf.function` call through
+`tf.range`, so Python leaves the device loop only to log, write grids and
+checkpoint.
+
+Workdir layout:
+  config.json        the resolved config (written first; resuming checks it)
+  checkpoints/       tf.train.CheckpointManager checkpoints (ckpt-STEP)
+  train/             TensorBoard summaries
+  grids/             samples_STEP.png, reconstructions_STEP.png
+"""
+
+import os
+import signal
+import time
+from typing import Any, Optional
+
+from absl import logging
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from bigbigan_tf import config_lib
+from bigbigan_tf import data as data_lib
+from bigbigan_tf import ema as ema_lib
+from bigbigan_tf import grids
+from bigbigan_tf import losses
+from bigbigan_tf import models
+
+CHECKPOINT_DIR = 'checkpoints'
+
+
+class NonFiniteLossError(RuntimeError):
+  """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class ConfigConflictError(ValueError):
+  """The workdir was trained with a different config."""
+
+
+class TrainState:
+  """Everything a checkpoint holds: networks, EMA twins, optimizers, step, RNG.
+
+  Build it inside `strategy.scope()`.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.nets = models.build_networks(config.model)
+    ema_nets = models.build_networks(config.model)
+    self.ema_generator = ema_nets.generator
+    self.ema_encoder = ema_nets.encoder
+    self.g_ema = ema_lib.EMA(self.nets.generator, self.ema_generator)
+    self.e_ema = ema_lib.EMA(self.nets.encoder, self.ema_encoder)
+    self.g_ema.copy_all()
+    self.e_ema.copy_all()
+    o = config.optim
+
+    def adam(lr, variables):
+      opt = keras.optimizers.Adam(learning_rate=lr, beta_1=o.beta1,
+                                  beta_2=o.beta2, epsilon=o.epsilon)
+      # Built here, in the strategy scope: a lazily built Adam fails on the
+      # first distributed step.
+      opt.build(variables)
+      return opt
+
+    self.g_vars = self.nets.generator.trainable_variables
+    self.e_vars = self.nets.encoder.trainable_variables
+    self.d_vars = self.nets.discriminator.trainable_variables
+    self.g_opt = adam(o.g_lr, self.g_vars)
+    self.e_opt = adam(o.e_lr, self.e_vars)
+    self.d_opt = adam(o.d_lr, self.d_vars)
+    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+    self.rng = tf.random.Generator.from_seed(config.seed + 1)
+
+  def checkpoint(self, **extra) -> tf.train.Checkpoint:
+    return tf.train.Checkpoint(
+        generator=self.nets.generator, encoder=self.nets.encoder,
+        discriminator=self.nets.discriminator,
+        ema_generator=self.ema_generator, ema_encoder=self.ema_encoder,
+        g_optimizer=self.g_opt, e_optimizer=self.e_opt,
+        d_optimizer=self.d_opt, step=self.step, rng=self.rng, **extra)
+
+
+def metric_names() -> list[str]:
+  """Names of the metrics one training iteration reports."""
+  names = ['d_loss', 'eg_loss', 'g_ortho_reg']
+  for head in losses.HEADS:
+    names += [f'd_loss_{head}', f'eg_loss_{head}', f'd/real_{head}',
+              f'd/fake_{head}']
+  return names
+
+
+def downsample_to(images: tf.Tensor, resolution: int) -> tf.Tensor:
+  """Average-pools [B, R_E, R_E, 3] images to [B, R, R, 3] (R_E = k * R)."""
+  factor = images.shape[1] // resolution
+  if factor == 1:
+    return images
+  return tf.nn.avg_pool2d(images, factor, factor, 'VALID')
+
+
+def _ema_decay(config, step: tf.Tensor) -> tf.Tensor:
+  """BigGAN: the average copies the weights until `ema_start`."""
+  return tf.where(step >= config.train.ema_start,
+                  tf.constant(config.train.ema_decay, tf.float32), 0.0)
+
+
+class Trainer:
+  """Builds the compiled training loop for a TrainState under a strategy."""
+
+  def __init__(self, state: TrainState, strategy: tf.distribute.Strategy):
+    self.state, self.strategy = state, strategy
+    self.config = state.config
+    jit = self.config.train.jit_compile
+    self._d_step = tf.function(self._d_step_fn, jit_compile=jit)
+    self._eg_step = tf.function(self._eg_step_fn, jit_compile=jit)
+    self.train_loop = tf.function(self._train_loop)
+
+  def _scores(self, x, z_hat, x_fake, z):
+    """D on real pairs (x, E(x)) and fake pairs (G(z), z) in one call.
+
+    D has no batch norm, so one call on the concatenation equals two calls.
+    """
+    d = self.state.nets.discriminator
+    scores = d(tf.concat([x, x_fake], 0), tf.concat([z_hat, z], 0),
+               training=True)
+    n = tf.shape(x)[0]
+    real = {k: v[:n] for k, v in scores.items()}
+    fake = {k: v[n:] for k, v in scores.items()}
+    return real, fake
+
+  def _inputs(self, batch):
+    s = self.state
+    x_e = batch['image']
+    b = tf.shape(x_e)[0]
+    z = s.rng.normal([b, self.config.model.z_dim])
+    noise = s.rng.normal([b, self.config.model.z_dim])
+    return x_e, downsample_to(x_e, self.config.model.resolution), z, noise
+
+  def _score_means(self, prefix, real, fake, batch):
+    out = {}
+    for head in losses.HEADS:
+      out[f'{prefix}real_{head}'] = tf.reduce_sum(real[head]) / batch
+      out[f'{prefix}fake_{head}'] = tf.reduce_sum(fake[head]) / batch
+    return out
+
+  def _d_step_fn(self, batch):
+    s, gb = self.state, self.config.batch_size
+    x_e, x, z, noise = self._inputs(batch)
+    z_hat = s.nets.encoder(x_e, training=True, noise=noise)['z_sample']
+    x_fake = s.nets.generator(z, training=True)
+    with tf.GradientTape() as tape:
+      real, fake = self._scores(x, tf.stop_gradient(z_hat),
+                                tf.stop_gradient(x_fake), z)
+      loss, per_head = losses.discriminator_loss(real, fake,
+                                                 global_batch_size=gb)
+    grads = tape.gradient(loss, s.d_vars)
+    s.d_opt.apply_gradients(zip(grads, s.d_vars))
+    return {'d_loss': loss, **per_head,
+            **self._score_means('d/', real, fake, gb)}
+
+  def _eg_step_fn(self, batch):
+    s, gb = self.state, self.config.batch_size
+    x_e, x, z, noise = self._inputs(batch)
+    with tf.GradientTape(persistent=True) as tape:
+      z_hat = s.nets.encoder(x_e, training=True, noise=noise)['z_sample']
+      x_fake = s.nets.generator(z, training=True)
+      real, fake = self._scores(x, z_hat, x_fake, z)
+      loss, per_head = losses.encoder_generator_loss(real, fake,
+                                                     global_batch_size=gb)
+      ortho = losses.orthogonal_regularization(
+          s.g_vars, weight=self.config.optim.g_ortho_reg)
+      # Replicas' gradients are summed: share the regulariser among them.
+      g_loss = loss + ortho / self.strategy.num_replicas_in_sync
+    g_grads = tape.gradient(g_loss, s.g_vars)
+    e_grads = tape.gradient(loss, s.e_vars)
+    del tape
+    s.g_opt.apply_gradients(zip(g_grads, s.g_vars))
+    s.e_opt.apply_gradients(zip(e_grads, s.e_vars))
+    return {'eg_loss': loss, 'g_ortho_reg': ortho, **per_head}
+
+  def _reduce(self, per_replica):
+    return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in per_replica.items()}
+
+  def _train_loop(self, iterator, num_steps):
+    """Runs `num_steps` iterations; returns metrics averaged over them."""
+    s = self.state
+    totals = {k: tf.constant(0.0) for k in metric_names()}
+    for _ in tf.range(num_steps):
+      for _ in range(self.config.optim.disc_iters):
+        batch = next(iterator)
+        d_metrics = self._reduce(self.strategy.run(self._d_step, (batch,)))
+      eg_metrics = self._reduce(self.strategy.run(self._eg_step, (batch,)))
+      s.step.assign_add(1)
+      decay = _ema_decay(self.config, s.step)
+      s.g_ema.update(decay)
+      s.e_ema.update(decay)
+      metrics = {**d_metrics, **eg_metrics}
+      # ortho is not scaled by the global batch: undo the replica sum.
+      metrics['g_ortho_reg'] /= self.strategy.num_replicas_in_sync
+      totals = {k: totals[k] + metrics[k] for k in totals}
+    return {k: v / tf.cast(num_steps, tf.float32) for k, v in totals.items()}
+
+
+class _StopSignal:
+  """Turns SIGTERM / SIGINT into a flag checked between loop calls."""
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def check_workdir_config(config: ml_collections.ConfigDict, workdir: str):
+  """Writes the config into a new workdir; refuses a conflicting resume."""
+  path = os.path.join(workdir, config_lib.CONFIG_FILENAME)
+  if tf.io.gfile.exists(path):
+    old = config_lib.load(workdir)
+    differences = config_lib.diff(old, config)
+    if differences:
+      lines = '\n'.join(f'  {k}: {a!r} (workdir) != {b!r} (now)'
+                        for k, a, b in differences)
+      raise ConfigConflictError(
+          f'{workdir} was trained with a different config; resuming would '
+          f'mix two experiments. Differing fields:\n{lines}\nUse a new '
+          '--workdir, or pass the same config (only num_train_steps may '
+          'change, to train longer).')
+  config_lib.save(config, workdir)
+
+
+def _fixed_inputs(config, num: int):
+  """Fixed z for samples and fixed eval images for reconstructions."""
+  z = np.random.default_rng(config.seed).standard_normal(
+      (num, config.model.z_dim)).astype(np.float32)
+  ds = data_lib.make_dataset(config.data, image_size=config.model.encoder_resolution,
+                             batch_size=num, training=False,
+                             seed=config.seed)
+  images = next(iter(ds))['image'].numpy()
+  return z, images
+
+
+def write_grids(state: TrainState, workdir: str, step: int, z: np.ndarray,
+                real: np.ndarray, writer=None) -> dict[str, str]:
+  """Samples G_ema(z) and reconstructions G_ema(E_ema(x).z_mean) as PNGs."""
+  cols = state.config.train.grid_size
+  samples = state.ema_generator(z, training=False).numpy()
+  z_rec = state.ema_encoder(real, training=False)['z_mean']
+  recon = state.ema_generator(z_rec, training=False).numpy()
+  real_small = downsample_to(tf.constant(real),
+                             state.config.model.resolution).numpy()
+  sample_grid = grids.image_grid(samples, rows=cols, cols=cols)
+  recon_grid = grids.reconstruction_grid(real_small, recon, cols=cols)
+  paths = {}
+  for name, grid in (('samples', sample_grid),
+                     ('reconstructions', recon_grid)):
+    paths[name] = os.path.join(workdir, 'grids', f'{name}_{step:08d}.png')
+    grids.write_png(paths[name], grid)
+    if writer is not None:
+      with writer.as_default():
+        tf.summary.image(name, grid[None], step=step)
+  return paths
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       strategy: Optional[tf.distribute.Strategy] = None
+                       ) -> dict[str, Any]:
+  """Trains (or resumes) BigBiGAN in `workdir` up to `config.num_train_steps`.
+
+  Args:
+    config: a full config (configs/base.py).
+    workdir: where config, checkpoints, summaries and grids go (gs:// works).
+    strategy: a tf.distribute strategy; None = the default (one device).
+
+  Returns:
+    {'step': final step, 'metrics': the last logged metrics (floats),
+     'checkpoint': path of the last checkpoint, 'stopped_by': signal or None}.
+
+  Raises:
+    ConfigError / ConfigConflictError / DataError: before training starts.
+    NonFiniteLossError: a loss became NaN/inf (last good checkpoint kept).
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  config_lib.validate(config, num_replicas=strategy.num_replicas_in_sync)
+  check_workdir_config(config, workdir)
+  if config.train.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  keras.utils.set_random_seed(config.seed)
+  previous_policy = keras.config.dtype_policy()
+  keras.config.set_dtype_policy(config.train.precision)
+  try:
+    return _train(config, workdir, strategy)
+  finally:
+    keras.config.set_dtype_policy(previous_policy)
+
+
+def _train(config, workdir, strategy):
+  t = config.train
+  with strategy.scope():
+    state = TrainState(config)
+  dataset = data_lib.distributed_dataset(
+      strategy, config.data, image_size=config.model.encoder_resolution,
+      global_batch_size=config.batch_size, seed=config.seed)
+  iterator = iter(dataset)
+  extra = {'data_iterator': iterator} if t.checkpoint_data_iterator else {}
+  ckpt = state.checkpoint(**extra)
+  manager = tf.train.CheckpointManager(
+      ckpt, os.path.join(workdir, CHECKPOINT_DIR), max_to_keep=t.keep_checkpoints,
+      step_counter=state.step)
+  if manager.latest_checkpoint:
+    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info('Resumed from %s (step %d).', manager.latest_checkpoint,
+                 int(state.step.numpy()))
+    if not t.checkpoint_data_iterator:
+      # Without a stored position, restart the stream on a new seed so a
+      # resumed run does not replay the first batches.
+      iterator = iter(data_lib.distributed_dataset(
+          strategy, config.data, image_size=config.model.encoder_resolution,
+          global_batch_size=config.batch_size,
+          seed=config.seed + int(state.step.numpy())))
+  trainer = Trainer(state, strategy)
+  writer = tf.summary.create_file_writer(os.path.join(workdir, 'train'))
+  grid_n = t.grid_size * t.grid_size
+  fixed_z, fixed_real = _fixed_inputs(config, grid_n)
+
+  step = int(state.step.numpy())
+  total = config.num_train_steps
+  if step == 0 and not manager.latest_checkpoint:
+    manager.save(checkpoint_number=0)
+    if total == 0:
+      write_grids(state, workdir, 0, fixed_z, fixed_real, writer)
+  metrics, stopped_by = {}, None
+  start_step, start_time = step, time.time()
+  last_log_time, last_log_step = start_time, step
+  with _StopSignal() as stop:
+    while step < total:
+      boundaries = [total, step + t.steps_per_loop]
+      for every in (t.log_every, t.checkpoint_every, t.grid_every):
+        if every:
+          boundaries.append((step // every + 1) * every)
+      n = min(boundaries) - step
+      out = trainer.train_loop(iterator, tf.constant(n, tf.int32))
+      step += n
+      out = {k: float(v) for k, v in out.items()}
+      bad = {k: v for k, v in out.items() if not np.isfinite(v)}
+      if bad:
+        raise NonFiniteLossError(
+            f'Non-finite loss at step {step}: ' + ', '.join(
+                f'{k} = {v}' for k, v in sorted(bad.items())) +
+            f'. The last good checkpoint, {manager.latest_checkpoint}, is '
+            'kept; lower the learning rates or use float32, then resume.')
+      metrics = out
+      if step % t.log_every == 0 or step == total:
+        now = time.time()
+        ips = (step - last_log_step) * config.batch_size / max(
+            now - last_log_time, 1e-9)
+        eta = (total - step) * (now - start_time) / max(step - start_step, 1)
+        logging.info('step %d/%d (%.1f%%): d_loss %.4f, eg_loss %.4f, '
+                     '%.1f images/s, ETA %s', step, total, 100 * step / total,
+                     out['d_loss'], out['eg_loss'], ips, _format_eta(eta))
+        with writer.as_default():
+          for k, v in out.items():
+            tf.summary.scalar(k, v, step=step)
+          tf.summary.scalar('images_per_second', ips, step=step)
+          for name, opt in (('g', state.g_opt), ('e', state.e_opt),
+                            ('d', state.d_opt)):
+            tf.summary.scalar(f'learning_rate/{name}',
+                              float(opt.learning_rate), step=step)
+        writer.flush()
+        last_log_time, last_log_step = now, step
+      if (t.grid_every and step % t.grid_every == 0) or step == total:
+        state.g_ema.copy_state()
+        state.e_ema.copy_state()
+        write_grids(state, workdir, step, fixed_z, fixed_real, writer)
+      if step % t.checkpoint_every == 0 or step == total or stop.received:
+        state.g_ema.copy_state()
+        state.e_ema.copy_state()
+        manager.save(checkpoint_number=step)
+      if stop.received:
+        stopped_by = stop.received
+        logging.warning('Received %s: saved %s at step %d; re-run the same '
+                        'command to resume.', stopped_by,
+                        manager.latest_checkpoint, step)
+        break
+  writer.flush()
+  return {'step': step, 'metrics': metrics,
+          'checkpoint': manager.latest_checkpoint, 'stopped_by': stopped_by}
+
+
+def restore(workdir: str, *, checkpoint: Optional[str] = None
+            ) -> tuple[ml_collections.ConfigDict, TrainState, str]:
+  """Rebuilds the TrainState of a workdir from a checkpoint (latest default).
+
+  Returns:
+    (config, state, checkpoint path).
+
+  Raises:
+    FileNotFoundError: the workdir has no config or no checkpoint.
+  """
+  config = config_lib.load(workdir)
+  if checkpoint is None:
+    checkpoint = tf.train.latest_checkpoint(os.path.join(workdir,
+                                                         CHECKPOINT_DIR))
+    if checkpoint is None:
+      raise FileNotFoundError(
+          f'No checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; train '
+          f'first: python train.py --workdir={workdir}')
+  state = TrainState(config)
+  state.checkpoint().restore(checkpoint).expect_partial()
+  return config, state, checkpoint
