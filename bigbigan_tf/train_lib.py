@@ -298,7 +298,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Returns:
     {'step': final step, 'metrics': the last logged metrics (floats),
-     'checkpoint': path of the last checkpoint, 'stopped_by': signal or None}.
+     'checkpoint': path of the last checkpoint, 'stopped_by': signal or None,
+     'state': the TrainState}.
 
   Raises:
     ConfigError / ConfigConflictError / DataError: before training starts.
@@ -408,7 +409,8 @@ def _train(config, workdir, strategy):
         break
   writer.flush()
   return {'step': step, 'metrics': metrics,
-          'checkpoint': manager.latest_checkpoint, 'stopped_by': stopped_by}
+          'checkpoint': manager.latest_checkpoint, 'stopped_by': stopped_by,
+          'state': state}
 
 
 def restore(workdir: str, *, checkpoint: Optional[str] = None

@@ -1,0 +1,242 @@
+"""Few-step training runs: outputs, resume, signals, bad input, 2 replicas."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import PIL.Image
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from bigbigan_tf import config_lib
+from bigbigan_tf import data as data_lib
+from bigbigan_tf import train_lib
+from bigbigan_tf.configs import tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**overrides):
+  config = tiny.get_config()
+  with config.unlocked():
+    for key, value in overrides.items():
+      target = config
+      *path, leaf = key.split('.')
+      for part in path:
+        target = target[part]
+      target[leaf] = value
+  return config
+
+
+def _digit_folder(root, n=24):
+  images, labels = data_lib.load_mnist('train')
+  for i in range(n):
+    folder = os.path.join(root, f'class{labels[i]}')
+    os.makedirs(folder, exist_ok=True)
+    PIL.Image.fromarray(images[i]).save(os.path.join(folder, f'{i}.png'))
+  return root
+
+
+def _run_train(workdir, *args, wait=True, **popen):
+  cmd = [sys.executable, os.path.join(REPO, 'train.py'),
+         f'--workdir={workdir}', '--config=' + os.path.join(
+             REPO, 'bigbigan_tf', 'configs', 'tiny.py'), *args]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  if not wait:
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+  return subprocess.run(cmd, env=env, capture_output=True, text=True,
+                        timeout=600)
+
+
+def _checkpoint_steps(workdir):
+  paths = glob.glob(os.path.join(workdir, 'checkpoints', 'ckpt-*.index'))
+  return sorted(int(p.split('ckpt-')[1].split('.')[0]) for p in paths)
+
+
+class TrainInProcessTest(tf.test.TestCase):
+
+  def test_folder_run_leaves_checkpoint_summaries_and_grids(self):
+    workdir = self.create_tempdir().full_path
+    folder = _digit_folder(self.create_tempdir().full_path)
+    result = train_lib.train_and_evaluate(
+        _config(**{'data.name': f'folder:{folder}', 'num_train_steps': 2}),
+        workdir)
+    self.assertEqual(result['step'], 2)
+    self.assertEqual(_checkpoint_steps(workdir), [0, 2])
+    for key in ('d_loss', 'eg_loss', 'd/real_score_xz', 'd/fake_score_x'):
+      self.assertTrue(np.isfinite(result['metrics'][key]), key)
+    self.assertTrue(glob.glob(os.path.join(workdir, 'train', 'events.*')))
+    for name in ('samples', 'reconstructions'):
+      path = os.path.join(workdir, 'grids', f'{name}_00000002.png')
+      image = np.asarray(PIL.Image.open(path))
+      self.assertEqual(image.ndim, 3)
+      self.assertGreater(image.std(), 0)
+    # The summaries hold every loss and the three heads' means.
+    tags = set()
+    for event_file in glob.glob(os.path.join(workdir, 'train', 'events.*')):
+      for event in tf.compat.v1.train.summary_iterator(event_file):
+        tags.update(v.tag for v in event.summary.value)
+    for tag in ('d_loss', 'eg_loss', 'd_loss_score_xz', 'eg_loss_score_z',
+                'd/real_score_x', 'd/fake_score_z', 'images_per_second',
+                'learning_rate/e', 'samples', 'reconstructions'):
+      self.assertIn(tag, tags)
+    saved = config_lib.load(workdir)
+    self.assertEqual(saved.data.name, f'folder:{folder}')
+
+  def test_tfds_mock_run_and_step_zero(self):
+    workdir = self.create_tempdir().full_path
+    with tfds.testing.mock_data(num_examples=32):
+      result = train_lib.train_and_evaluate(
+          _config(**{'data.name': 'tfds:mnist', 'num_train_steps': 0}),
+          workdir)
+      self.assertEqual(result['step'], 0)
+      self.assertEqual(_checkpoint_steps(workdir), [0])
+      self.assertTrue(os.path.exists(
+          os.path.join(workdir, 'grids', 'samples_00000000.png')))
+      result = train_lib.train_and_evaluate(
+          _config(**{'data.name': 'tfds:mnist', 'num_train_steps': 2}),
+          workdir)
+    self.assertEqual(result['step'], 2)
+    self.assertEqual(_checkpoint_steps(workdir), [0, 2])
+
+  def test_non_finite_loss_stops_and_keeps_last_checkpoint(self):
+    workdir = self.create_tempdir().full_path
+    config = _config(**{'num_train_steps': 6, 'optim.g_lr': 1e30,
+                        'optim.e_lr': 1e30, 'optim.d_lr': 1e30,
+                        'train.checkpoint_every': 1, 'train.steps_per_loop': 1})
+    with self.assertRaisesRegex(train_lib.NonFiniteLossError,
+                                r'Non-finite loss at step \d+: .*(nan|inf)'
+                                r'.*last good checkpoint'):
+      train_lib.train_and_evaluate(config, workdir)
+    steps = _checkpoint_steps(workdir)
+    self.assertNotEmpty(steps)
+    # The last good checkpoint restores.
+    _, state, path = train_lib.restore(workdir)
+    self.assertEqual(int(state.step.numpy()), steps[-1])
+    for v in state.nets.generator.trainable_variables:
+      self.assertTrue(np.all(np.isfinite(v.numpy())), path)
+
+  def test_bad_inputs_fail_before_training(self):
+    workdir = self.create_tempdir().full_path
+    with self.assertRaisesRegex(config_lib.ConfigError, 'data.name'):
+      train_lib.train_and_evaluate(_config(**{'data.name': 'cifar'}), workdir)
+    empty = self.create_tempdir().full_path
+    with self.assertRaisesRegex(data_lib.DataError, 'image'):
+      train_lib.train_and_evaluate(
+          _config(**{'data.name': f'folder:{empty}'}),
+          self.create_tempdir().full_path)
+    start = time.time()
+    with self.assertRaisesRegex(data_lib.DataError, 'cifar10'):
+      train_lib.train_and_evaluate(
+          _config(**{'data.name': 'tfds:cifar10',
+                     'data.data_dir': self.create_tempdir().full_path}),
+          self.create_tempdir().full_path)
+    self.assertLess(time.time() - start, 30)
+
+
+class TrainSubprocessTest(tf.test.TestCase):
+  """train.py as users run it: resume, determinism, signals, 2 replicas."""
+
+  def test_interrupted_and_resumed_equals_uninterrupted(self):
+    flags = ['--config.train.deterministic=True',
+             '--config.train.checkpoint_data_iterator=True',
+             '--config.train.steps_per_loop=1']
+    straight = self.create_tempdir().full_path
+    resumed = self.create_tempdir().full_path
+    for workdir, steps in ((straight, 4), (resumed, 2), (resumed, 4)):
+      out = _run_train(workdir, f'--config.num_train_steps={steps}', *flags)
+      self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertIn('Resumed from', out.stderr)
+    a = tf.train.load_checkpoint(os.path.join(straight, 'checkpoints',
+                                              'ckpt-4'))
+    b = tf.train.load_checkpoint(os.path.join(resumed, 'checkpoints',
+                                              'ckpt-4'))
+    names = [n for n in a.get_variable_to_shape_map()
+             if not n.startswith('data_iterator') and '_CHECKPOINTABLE' not in n]
+    self.assertGreater(len(names), 100)
+    for name in names:
+      self.assertAllEqual(a.get_tensor(name), b.get_tensor(name), msg=name)
+
+  def test_sigterm_checkpoints_and_sigkill_resumes(self):
+    workdir = self.create_tempdir().full_path
+    proc = _run_train(workdir, '--config.num_train_steps=100000',
+                      '--config.train.checkpoint_every=1000',
+                      '--config.train.steps_per_loop=1', wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and not glob.glob(
+        os.path.join(workdir, 'grids', 'samples_*.png')):
+      time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    self.assertEqual(proc.returncode, 128 + 15, output[-3000:])
+    self.assertIn('Received SIGTERM', output)
+    steps = _checkpoint_steps(workdir)
+    self.assertGreater(steps[-1], 0)
+    # SIGKILL: no chance to save; the next run resumes from the last
+    # checkpoint, which must be intact.
+    proc = _run_train(workdir, '--config.num_train_steps=100000',
+                      '--config.train.checkpoint_every=1000',
+                      '--config.train.steps_per_loop=1', wait=False)
+    time.sleep(25)
+    proc.kill()
+    proc.communicate()
+    out = _run_train(workdir, f'--config.num_train_steps={steps[-1] + 2}',
+                     '--config.train.checkpoint_every=1000')
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertIn(f'(step {steps[-1]})', out.stderr)
+    self.assertEqual(_checkpoint_steps(workdir)[-1], steps[-1] + 2)
+
+  def test_conflicting_config_is_refused(self):
+    workdir = self.create_tempdir().full_path
+    config = _config(num_train_steps=0)
+    config_lib.save(config, workdir)
+    out = _run_train(workdir, '--config.optim.d_lr=0.25')
+    self.assertEqual(out.returncode, 2)
+    self.assertIn('optim.d_lr: 0.0005 (workdir) != 0.25 (now)', out.stderr)
+
+  def test_two_replicas_with_synchronised_batch_norm(self):
+    workdir = self.create_tempdir().full_path
+    script = f"""
+import sys
+sys.path.insert(0, {REPO!r})
+from bigbigan_tf import distribute, train_lib
+from bigbigan_tf.configs import tiny
+import numpy as np
+distribute.configure_cpu_devices(2)
+strategy = distribute.make_strategy(kind='cpu')
+assert strategy.num_replicas_in_sync == 2
+config = tiny.get_config()
+with config.unlocked():
+  config.num_train_steps = 2
+result = train_lib.train_and_evaluate(config, {workdir!r}, strategy=strategy)
+state = result['state']
+checked = 0
+for net in (state.nets.generator, state.nets.encoder):
+  for v in net.non_trainable_variables:
+    if 'moving' in v.path:
+      values = [np.asarray(x) for x in v.value.values]
+      assert len(values) == 2, v.path
+      np.testing.assert_array_equal(values[0], values[1], err_msg=v.path)
+      checked += 1
+for v in state.nets.discriminator.trainable_variables:
+  values = [np.asarray(x) for x in v.value.values]
+  np.testing.assert_array_equal(values[0], values[1], err_msg=v.path)
+print('STEP', result['step'], 'BN', checked, 'METRICS',
+      all(np.isfinite(x) for x in result['metrics'].values()))
+"""
+    out = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                         text=True, timeout=600,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    self.assertRegex(out.stdout, r'STEP 2 BN \d+ METRICS True')
+    self.assertGreater(int(out.stdout.split('BN ')[1].split()[0]), 10)
+
+
+if __name__ == '__main__':
+  tf.test.main()
