@@ -43,9 +43,9 @@ def main(argv):
   from bigbigan_tf import distribute  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
 
-  if _CPU_DEVICES.value > 1:
-    distribute.configure_cpu_devices(_CPU_DEVICES.value)
   try:
+    if _CPU_DEVICES.value > 1:
+      distribute.configure_cpu_devices(_CPU_DEVICES.value)
     strategy = distribute.make_strategy(kind=_STRATEGY.value, tpu=_TPU.value,
                                         num_gpus=_NUM_GPUS.value)
     result = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value,

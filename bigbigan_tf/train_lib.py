@@ -319,14 +319,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     keras.config.set_dtype_policy(previous_policy)
 
 
+def _data_iterator(config, strategy, *, seed):
+  """The training batches: a plain iterator on one replica, else distributed.
+
+  A plain tf.data iterator is trackable, so its position can be checkpointed
+  (`train.checkpoint_data_iterator`); distributed iterators are not.
+  """
+  if strategy.num_replicas_in_sync == 1 and not isinstance(
+      strategy, tf.distribute.TPUStrategy):
+    return iter(data_lib.make_dataset(
+        config.data, image_size=config.model.encoder_resolution,
+        batch_size=config.batch_size, training=True, seed=seed))
+  if config.train.checkpoint_data_iterator:
+    raise config_lib.ConfigError(
+        'config.train.checkpoint_data_iterator = True needs a single replica '
+        f'(this strategy has {strategy.num_replicas_in_sync}): distributed '
+        'iterators cannot be checkpointed. Set '
+        '--config.train.checkpoint_data_iterator=False.')
+  return iter(data_lib.distributed_dataset(
+      strategy, config.data, image_size=config.model.encoder_resolution,
+      global_batch_size=config.batch_size, seed=seed))
+
+
 def _train(config, workdir, strategy):
   t = config.train
   with strategy.scope():
     state = TrainState(config)
-  dataset = data_lib.distributed_dataset(
-      strategy, config.data, image_size=config.model.encoder_resolution,
-      global_batch_size=config.batch_size, seed=config.seed)
-  iterator = iter(dataset)
+  iterator = _data_iterator(config, strategy, seed=config.seed)
   extra = {'data_iterator': iterator} if t.checkpoint_data_iterator else {}
   ckpt = state.checkpoint(**extra)
   manager = tf.train.CheckpointManager(
@@ -339,10 +358,8 @@ def _train(config, workdir, strategy):
     if not t.checkpoint_data_iterator:
       # Without a stored position, restart the stream on a new seed so a
       # resumed run does not replay the first batches.
-      iterator = iter(data_lib.distributed_dataset(
-          strategy, config.data, image_size=config.model.encoder_resolution,
-          global_batch_size=config.batch_size,
-          seed=config.seed + int(state.step.numpy())))
+      iterator = _data_iterator(config, strategy,
+                                seed=config.seed + int(state.step.numpy()))
   trainer = Trainer(state, strategy)
   writer = tf.summary.create_file_writer(os.path.join(workdir, 'train'))
   grid_n = t.grid_size * t.grid_size
