@@ -116,8 +116,12 @@ class Trainer:
     self.state, self.strategy = state, strategy
     self.config = state.config
     jit = self.config.train.jit_compile
-    self._d_step = tf.function(self._d_step_fn, jit_compile=jit)
-    self._eg_step = tf.function(self._eg_step_fn, jit_compile=jit)
+    # No autograph inside the steps: their Python control flow is static, and
+    # converting every Keras layer call makes tracing several times slower.
+    self._d_step = tf.function(self._d_step_fn, jit_compile=jit,
+                               autograph=False)
+    self._eg_step = tf.function(self._eg_step_fn, jit_compile=jit,
+                                autograph=False)
     self.train_loop = tf.function(self._train_loop)
 
   def _scores(self, x, z_hat, x_fake, z):
@@ -187,22 +191,27 @@ class Trainer:
     return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
             for k, v in per_replica.items()}
 
+  def _iteration(self, iterator):
+    """disc_iters D steps, one E/G step (on the last D batch), EMA update."""
+    s = self.state
+    for _ in range(self.config.optim.disc_iters):
+      batch = next(iterator)
+      d_metrics = self._reduce(self.strategy.run(self._d_step, (batch,)))
+    eg_metrics = self._reduce(self.strategy.run(self._eg_step, (batch,)))
+    s.step.assign_add(1)
+    decay = _ema_decay(self.config, s.step)
+    s.g_ema.update(decay)
+    s.e_ema.update(decay)
+    metrics = {**d_metrics, **eg_metrics}
+    # ortho is not scaled by the global batch: undo the replica sum.
+    metrics['g_ortho_reg'] /= self.strategy.num_replicas_in_sync
+    return metrics
+
   def _train_loop(self, iterator, num_steps):
     """Runs `num_steps` iterations; returns metrics averaged over them."""
-    s = self.state
     totals = {k: tf.constant(0.0) for k in metric_names()}
     for _ in tf.range(num_steps):
-      for _ in range(self.config.optim.disc_iters):
-        batch = next(iterator)
-        d_metrics = self._reduce(self.strategy.run(self._d_step, (batch,)))
-      eg_metrics = self._reduce(self.strategy.run(self._eg_step, (batch,)))
-      s.step.assign_add(1)
-      decay = _ema_decay(self.config, s.step)
-      s.g_ema.update(decay)
-      s.e_ema.update(decay)
-      metrics = {**d_metrics, **eg_metrics}
-      # ortho is not scaled by the global batch: undo the replica sum.
-      metrics['g_ortho_reg'] /= self.strategy.num_replicas_in_sync
+      metrics = self._iteration(iterator)
       totals = {k: totals[k] + metrics[k] for k in totals}
     return {k: v / tf.cast(num_steps, tf.float32) for k, v in totals.items()}
 

@@ -160,8 +160,18 @@ class TrainSubprocessTest(tf.test.TestCase):
     names = [n for n in a.get_variable_to_shape_map()
              if not n.startswith('data_iterator') and '_CHECKPOINTABLE' not in n]
     self.assertGreater(len(names), 100)
+    # Same batches, noise and optimizer state: the runs agree to float
+    # round-off (a fresh process's retraced step differs from the
+    # uninterrupted one at ~1e-6; bitwise equality is not reached on CPU).
     for name in names:
-      self.assertAllEqual(a.get_tensor(name), b.get_tensor(name), msg=name)
+      self.assertAllClose(a.get_tensor(name), b.get_tensor(name), rtol=1e-4,
+                          atol=1e-5, msg=name)
+    # The tolerance is meaningful: two training steps move weights past it.
+    c = tf.train.load_checkpoint(os.path.join(straight, 'checkpoints',
+                                              'ckpt-2'))
+    moved = [n for n in names if 'moving_mean' in n and not np.allclose(
+        a.get_tensor(n), c.get_tensor(n), rtol=1e-4, atol=1e-5)]
+    self.assertNotEmpty(moved)
 
   def test_sigterm_checkpoints_and_sigkill_resumes(self):
     workdir = self.create_tempdir().full_path
@@ -187,7 +197,8 @@ class TrainSubprocessTest(tf.test.TestCase):
     proc.kill()
     proc.communicate()
     out = _run_train(workdir, f'--config.num_train_steps={steps[-1] + 2}',
-                     '--config.train.checkpoint_every=1000')
+                     '--config.train.checkpoint_every=1000',
+                     '--config.train.steps_per_loop=1')
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     self.assertIn(f'(step {steps[-1]})', out.stderr)
     self.assertEqual(_checkpoint_steps(workdir)[-1], steps[-1] + 2)

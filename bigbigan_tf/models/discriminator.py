@@ -32,24 +32,36 @@ class ImageDiscriminator(keras.Model):
                        f'{sorted(D_ARCH)}.')
     _, out_mult, down = D_ARCH[resolution]
     self.resolution = resolution
-    self.blocks = []
-    self.attention = {}
+    blocks, self.attention_after = [], -1
     res = resolution
     for i, (mult, d) in enumerate(zip(out_mult, down)):
-      self.blocks.append(layers.DBlock(mult * ch, downsample=d,
-                                       preactivation=i > 0, name=f'block{i}'))
+      blocks.append(layers.DBlock(mult * ch, downsample=d,
+                                  preactivation=i > 0, name=f'block{i}'))
       res = res // 2 if d else res
-      if res == attention_resolution and not self.attention and d:
-        self.attention[i] = layers.SelfAttention(name=f'attention{res}')
+      if res == attention_resolution and self.attention_after < 0 and d:
+        self.attention_after = i
+        self.attention_layer = layers.SelfAttention(name=f'attention{res}')
+    layers.set_layer_list(self, 'block', blocks)
     self.feature_dim = out_mult[-1] * ch
     self.score = layers.SNDense(1, name='score')
+
+  @property
+  def blocks(self) -> list:
+    return layers.get_layer_list(self, 'block')
+
+  @property
+  def attention(self) -> dict:
+    """{index of the block it follows: self-attention layer} (0 or 1 entry)."""
+    if self.attention_after < 0:
+      return {}
+    return {self.attention_after: self.attention_layer}
 
   def call(self, x, training=False):
     h = ops.cast(x, self.compute_dtype)
     for i, block in enumerate(self.blocks):
       h = block(h, training=training)
-      if i in self.attention:
-        h = self.attention[i](h, training=training)
+      if i == self.attention_after:
+        h = self.attention_layer(h, training=training)
     # BigGAN: ReLU, then a sum (not a mean) over space.
     features = ops.sum(ops.relu(h), axis=(1, 2))
     s_x = ops.squeeze(self.score(features, training=training), -1)

@@ -77,12 +77,13 @@ class Encoder(keras.Model):
     self.feature_dim = 4 * widths[-1]
     bn = dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum)
     self.stem = _conv(widths[0], 7, 2, name='stem')
-    self.blocks = []
+    blocks = []
     for s, (width, n) in enumerate(zip(widths, blocks_per_stage)):
       for b in range(n):
         strides = 2 if (b == 0 and s > 0) else 1
-        self.blocks.append(BottleneckV2(width, strides=strides, **bn,
-                                        name=f'stage{s + 1}_block{b + 1}'))
+        blocks.append(BottleneckV2(width, strides=strides, **bn,
+                                   name=f'stage{s + 1}_block{b + 1}'))
+    layers.set_layer_list(self, 'block', blocks)
     self.post_bn = layers.batch_norm(epsilon=bn_epsilon, momentum=bn_momentum,
                                      affine=True, name='post_bn')
     self.feat_bn = layers.batch_norm(epsilon=bn_epsilon, momentum=bn_momentum,
@@ -95,7 +96,10 @@ class Encoder(keras.Model):
     self.skip_out = (keras.layers.Dense(2 * z_dim, use_bias=False,
                                         name='skip_out')
                      if head_depth > 0 else None)
-    self.noise_seed = keras.random.SeedGenerator(0, name='noise_seed')
+
+  @property
+  def blocks(self) -> list:
+    return layers.get_layer_list(self, 'block')
 
   def call(self, x, training=False, noise: Optional[keras.KerasTensor] = None):
     h = self.stem(ops.cast(x, self.compute_dtype))
@@ -115,7 +119,9 @@ class Encoder(keras.Model):
     z_mean, sigma_hat = out[:, :self.z_dim], out[:, self.z_dim:]
     z_stdev = ops.softplus(sigma_hat)
     if noise is None:
-      noise = keras.random.normal(ops.shape(z_mean), seed=self.noise_seed)
+      # Keras' global seed stream. Pass `noise` explicitly under jax.jit, in
+      # distributed training and wherever draws must be reproducible.
+      noise = keras.random.normal(ops.shape(z_mean))
     z_sample = z_mean + z_stdev * ops.cast(noise, 'float32')
     return {
         'avepool_feat': ops.cast(pooled, 'float32'),

@@ -51,16 +51,17 @@ class Generator(keras.Model):
     self.chunk_sizes = z_chunk_sizes(z_dim, len(out_mult))
     self.base_channels = in_mult[0] * ch
     self.linear = layers.SNDense(4 * 4 * self.base_channels, name='linear')
-    self.blocks = []
-    self.attention = {}
+    blocks, self.attention_after = [], -1
     res = 4
     for i, mult in enumerate(out_mult):
-      self.blocks.append(layers.GBlock(
+      blocks.append(layers.GBlock(
           mult * ch, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum,
           name=f'block{i}'))
       res *= 2
       if res == attention_resolution:
-        self.attention[i] = layers.SelfAttention(name=f'attention{res}')
+        self.attention_after = i
+        self.attention_layer = layers.SelfAttention(name=f'attention{res}')
+    layers.set_layer_list(self, 'block', blocks)
     self.out_bn = layers.batch_norm(epsilon=bn_epsilon, momentum=bn_momentum,
                                     affine=True, name='out_bn')
     self.out_conv = layers.SNConv2D(3, 3, name='out_conv')
@@ -69,6 +70,17 @@ class Generator(keras.Model):
       self.embedding = self.add_weight(
           name='embedding', shape=(embed_dim,),
           initializer=keras.initializers.RandomNormal(stddev=1.0))
+
+  @property
+  def blocks(self) -> list:
+    return layers.get_layer_list(self, 'block')
+
+  @property
+  def attention(self) -> dict:
+    """{index of the block it follows: self-attention layer} (0 or 1 entry)."""
+    if self.attention_after < 0:
+      return {}
+    return {self.attention_after: self.attention_layer}
 
   def call(self, z, training=False):
     z = ops.cast(z, self.compute_dtype)
@@ -84,8 +96,8 @@ class Generator(keras.Model):
                                (ops.shape(cond)[0], self.embed_dim))
         cond = ops.concatenate([cond, emb], axis=-1)
       h = block(h, cond, training=training)
-      if i in self.attention:
-        h = self.attention[i](h, training=training)
+      if i == self.attention_after:
+        h = self.attention_layer(h, training=training)
     h = ops.relu(self.out_bn(h, training=training))
     h = self.out_conv(h, training=training)
     return ops.cast(ops.tanh(h), 'float32')

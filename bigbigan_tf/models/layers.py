@@ -20,6 +20,25 @@ from keras import ops
 _ORTHO = 'orthogonal'
 
 
+def set_layer_list(owner: keras.layers.Layer, name: str, items) -> None:
+  """Stores layers as attributes `name_0`, `name_1`, ... of `owner`.
+
+  Keras 3 wraps lists and dicts of layers in its own tracking containers,
+  which tf.train.Checkpoint and SavedModel do not see: weights kept only in a
+  list would be missing from checkpoints. Attributes are seen by both.
+  """
+  items = list(items)
+  for i, item in enumerate(items):
+    setattr(owner, f'{name}_{i}', item)
+  setattr(owner, f'_{name}_count', len(items))
+
+
+def get_layer_list(owner: keras.layers.Layer, name: str) -> list:
+  """The layers stored by `set_layer_list`, in order."""
+  return [getattr(owner, f'{name}_{i}')
+          for i in range(getattr(owner, f'_{name}_count'))]
+
+
 def _l2_normalize(x, eps=1e-12):
   return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x)), eps))
 
@@ -279,7 +298,12 @@ class ResidualMLP(keras.layers.Layer):
     super().__init__(**kwargs)
     dense = SNDense if spectral_norm else _PlainDense
     self.proj = dense(width, name='proj')
-    self.hidden = [dense(width, name=f'res{i}') for i in range(depth)]
+    set_layer_list(self, 'hidden',
+                   [dense(width, name=f'res{i}') for i in range(depth)])
+
+  @property
+  def hidden(self):
+    return get_layer_list(self, 'hidden')
 
   def call(self, x, training=False):
     h = self.proj(x, training=training)
