@@ -1,0 +1,1 @@
+"""Evaluation of bigbigan-tf models: IS / FID / KID, linear probe, grids."""
