@@ -415,8 +415,8 @@ def _train(config, workdir, strategy):
           tf.summary.scalar('images_per_second', ips, step=step)
           for name, opt in (('g', state.g_opt), ('e', state.e_opt),
                             ('d', state.d_opt)):
-            tf.summary.scalar(f'learning_rate/{name}',
-                              float(opt.learning_rate), step=step)
+            lr = tf.convert_to_tensor(opt.learning_rate.value)
+            tf.summary.scalar(f'learning_rate/{name}', float(lr), step=step)
         writer.flush()
         last_log_time, last_log_step = now, step
       if (t.grid_every and step % t.grid_every == 0) or step == total:
