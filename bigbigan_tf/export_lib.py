@@ -1,0 +1,566 @@
+"""Export: a TF2 SavedModel with the DeepMind BigBiGAN TF Hub interface.
+
+The exported module (DESIGN.md section 3.1), for a config with G resolution R,
+encoder resolution R_E and latent size z_dim, has four signatures:
+
+  generate        z [N, z_dim] -> default [N, R, R, 3] in [-1, 1],
+                                  upsampled [N, 2R, 2R, 3] (nearest 2x)
+  encode          x [N, R_E, R_E, 3] in [-1, 1] -> z_mean, z_stdev, z_sample,
+                                  default (= z_mean) [N, z_dim],
+                                  avepool_feat [N, F], bn_crelu_feat [N, 2F]
+  discriminate    x [N, R, R, 3], z [N, z_dim] -> score_x, score_z, score_xz [N]
+  serving_default x as in encode -> default [N, z_dim]
+
+All inputs are float32 with a dynamic batch N. The same functions are methods
+of the loaded object (`m.generate(z)`, `m.encode(x)`, `m.discriminate(x, z)`,
+each returning a dict). `encode` draws fresh noise for `z_sample` on every
+call. The module also holds `step` (the checkpoint's training step),
+`standing_stats_batches` and `use_ema` (int64 / bool variables), and two
+assets: `assets/config.json` (the run's resolved config) and
+`assets/export_info.json` (checkpoint, EMA choice, batch-norm statistics).
+
+Inference is batch-independent: every batch norm runs in inference mode, on
+moving statistics. Those of the EMA networks are copied from the live
+networks at checkpoint time and do not fit the averaged weights, so by
+default export recomputes them as BigGAN's "standing statistics": the moving
+mean and variance of every batch norm are set to the plain average, over
+`standing_stats_batches` batches, of the batch statistics seen in a
+training-mode pass (G on z ~ N(0, I); E on real training images, central
+crops as at inference, no augmentation). This is done by setting each batch
+norm's momentum to 0, so after each pass its moving statistics hold that
+batch's statistics, and averaging them in float64. Everything else a
+training-mode pass changes (spectral-norm vectors) is put back. With
+`standing_stats_batches=0` the checkpoint's moving statistics are exported
+as they are.
+
+Wrong inputs (rank, spatial size, channels) fail with a message naming the
+expected shape:
+  - signatures (`m.signatures['encode'](x=...)`, hub.KerasLayer): the
+    functions check the shape at run time and raise
+    InvalidArgumentError: `encode: x must be float32 [N, 64, 64, 3] in
+    [-1, 1]; got shape [2 32 32 3]`. This also covers callers whose graphs
+    do not know the shape (e.g. a model on `Input(shape=(None, None, 3))`).
+    A wrong dtype is refused before the function runs: `input #0 was
+    expected to be a float tensor but is a double tensor`.
+  - methods (`m.encode(x)`; also TFSMLayer(call_endpoint='encode'), which
+    prefers the method to the signature): tf.function binds the argument to its
+    TensorSpec first and raises TypeError: `Can not cast TensorSpec(shape=(2,
+    32, 32, 3), ...) to TensorSpec(shape=(None, 64, 64, 3),
+    dtype=tf.float32, name='x')`. NumPy arrays of another dtype are converted
+    to float32 silently (so uint8 images in 0..255 are not caught; scale them
+    to [-1, 1] first); tf.Tensors of another dtype are refused.
+Values outside [-1, 1] are not checked.
+
+The export is written to a temporary sibling of the export directory and
+renamed into place, so a failed export never leaves a partial module.
+"""
+
+import datetime
+import functools
+import json
+import os
+import tempfile
+import uuid
+from typing import Any, Callable, Iterable, Optional
+
+from absl import logging
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from bigbigan_tf import config_lib
+from bigbigan_tf import data as data_lib
+from bigbigan_tf import train_lib
+
+# Standing statistics: 16 batches, BigGAN-PyTorch's default
+# `--num_standing_accumulations`, of 64 examples; 16 training-mode passes each
+# of G and E.
+DEFAULT_STANDING_STATS_BATCHES = 16
+DEFAULT_STANDING_STATS_BATCH_SIZE = 64
+CONFIG_ASSET = 'config.json'
+INFO_ASSET = 'export_info.json'
+SIGNATURE_NAMES = ('generate', 'encode', 'discriminate', 'serving_default')
+
+
+class IncompleteCheckpointError(RuntimeError):
+  """A checkpoint does not hold every variable of the networks to export."""
+
+
+def check_checkpoint_complete(state: train_lib.TrainState, checkpoint: str,
+                              networks: dict[str, keras.Model]) -> None:
+  """Raises unless `checkpoint` restored every variable of `networks`.
+
+  `train_lib.restore` tolerates a partial match (a checkpoint also holds
+  optimizer state and maybe a data iterator), so a variable missing from the
+  checkpoint would silently keep its random initial value and be exported.
+  Two ways that happens: the TrainState's checkpoint object does not reach
+  the variable at all (tf.train.Checkpoint does not see Keras 3 layers held
+  in Python lists unless they are listed explicitly), or the file was written
+  without it.
+
+  Raises:
+    IncompleteCheckpointError: naming a few missing variables.
+  """
+  ckpt = state.checkpoint()
+  reachable = {id(t) for t in tf.train.TrackableView(ckpt).descendants()}
+  total = sum(len(net.variables) for net in networks.values())
+  missing = [f'{name}:{v.path}' for name, net in networks.items()
+             for v in net.variables if id(v) not in reachable]
+  if missing:
+    raise IncompleteCheckpointError(
+        f'train_lib.TrainState.checkpoint() does not reach {len(missing)} of '
+        f'the {total} variables of the networks to export (e.g. '
+        f'{", ".join(missing[:3])}), so {checkpoint} cannot hold them and the '
+        'export would contain their random initial values. '
+        'tf.train.Checkpoint does not see Keras 3 layers kept in Python lists '
+        '(e.g. `self.blocks`); TrainState.checkpoint() must list every '
+        "network's variables explicitly. Fix it, then train again.")
+  try:
+    ckpt.restore(checkpoint).assert_existing_objects_matched()
+  except AssertionError as e:
+    raise IncompleteCheckpointError(
+        f'{checkpoint} does not hold every variable of the current TrainState '
+        f'(written by an older bigbigan-tf?); exporting it would use random '
+        f'initial values for the missing ones. Details: {e}') from e
+
+
+def batch_norm_layers(model: keras.Model) -> list[
+    keras.layers.BatchNormalization]:
+  """Every keras BatchNormalization layer inside `model` (any order)."""
+  # Keras 3's own recursive walk over sublayers (lists included).
+  # pylint: disable-next=protected-access
+  layers = model._flatten_layers(include_self=False, recursive=True)
+  return [layer for layer in layers
+          if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def apply_standing_statistics(model: keras.Model, batches: Iterable[Any],
+                              call: Callable[[Any], Any]) -> int:
+  """Sets every batch norm's moving statistics to its average batch statistics.
+
+  BigGAN's "standing statistics": `call(batch)` must run `model` in training
+  mode. For each batch, each batch-norm layer's batch mean and (biased)
+  variance are recorded, and their plain average over all batches becomes
+  the layer's moving mean and variance. Other state a training-mode pass
+  updates (spectral-norm power-iteration vectors, RNG states) is restored.
+
+  Args:
+    model: a built Keras model containing BatchNormalization layers.
+    batches: the inputs, one element per pass (any structure `call` takes).
+    call: fn(batch) that calls `model(..., training=True)`; it is wrapped in
+      a tf.function here.
+
+  Returns:
+    The number of batches averaged (0 if the model has no batch norm).
+
+  Raises:
+    ValueError: `batches` was empty. On any error the model is left unchanged.
+  """
+  bns = batch_norm_layers(model)
+  if not bns:
+    return 0
+  saved = [(v, v.numpy()) for v in model.non_trainable_variables]
+  momenta = [(bn.momentum, bn.trainable) for bn in bns]
+  sums = [[np.zeros(bn.moving_mean.shape, np.float64),
+           np.zeros(bn.moving_variance.shape, np.float64)] for bn in bns]
+  count = 0
+  try:
+    for bn in bns:
+      # Momentum 0: after a training-mode pass the moving statistics are that
+      # batch's statistics. (BN updates them only when trainable.)
+      bn.momentum, bn.trainable = 0.0, True
+      bn.moving_mean.assign(tf.zeros_like(bn.moving_mean))
+      bn.moving_variance.assign(tf.ones_like(bn.moving_variance))
+    step = tf.function(call, autograph=False)
+    for batch in batches:
+      step(batch)
+      for acc, bn in zip(sums, bns):
+        acc[0] += bn.moving_mean.numpy()
+        acc[1] += bn.moving_variance.numpy()
+      count += 1
+    if not count:
+      raise ValueError('Standing statistics need at least one batch; got none.')
+  except BaseException:
+    for v, value in saved:
+      v.assign(value)
+    raise
+  finally:
+    for bn, (momentum, trainable) in zip(bns, momenta):
+      bn.momentum, bn.trainable = momentum, trainable
+  stats = {id(bn.moving_mean) for bn in bns} | {
+      id(bn.moving_variance) for bn in bns}
+  for v, value in saved:
+    if id(v) not in stats:
+      v.assign(value)
+  for (mean, var), bn in zip(sums, bns):
+    bn.moving_mean.assign((mean / count).astype(np.float32))
+    bn.moving_variance.assign((var / count).astype(np.float32))
+  return count
+
+
+def generator_standing_statistics(generator: keras.Model, *, z_dim: int,
+                                  num_batches: int, batch_size: int,
+                                  seed: int = 0) -> int:
+  """Standing statistics of G over `num_batches` batches of z ~ N(0, I)."""
+  rng = np.random.default_rng(seed)
+  batches = (rng.standard_normal((batch_size, z_dim)).astype(np.float32)
+             for _ in range(num_batches))
+  return apply_standing_statistics(
+      generator, batches, lambda z: generator(z, training=True))
+
+
+def encoder_standing_statistics(encoder: keras.Model,
+                                config: ml_collections.ConfigDict, *,
+                                num_batches: int, batch_size: int,
+                                seed: int = 0) -> int:
+  """Standing statistics of E over real images of the training split.
+
+  Images are preprocessed as at inference (central square, no augmentation).
+  They come from the training pipeline (repeated, so a small dataset still
+  fills every batch; a folder's files permuted by `seed`, so a few batches of
+  a folder sorted by class still cover every class) with a shuffle buffer of
+  1: tf.data's shuffle also depends on TF's global seed, and the statistics
+  should depend on `seed` only.
+  """
+  data_config = ml_collections.ConfigDict(config_lib.to_dict(config.data))
+  data_config.augmentation = 'none'
+  data_config.shuffle_buffer = 1
+  try:
+    dataset = data_lib.make_dataset(
+        data_config, image_size=config.model.encoder_resolution,
+        batch_size=batch_size, training=True, split=config.data.split,
+        seed=seed)
+  except data_lib.DataError as e:
+    raise data_lib.DataError(
+        f'Standing statistics of the encoder read the training data, which '
+        f'failed: {e} Make the data readable here, or export with '
+        '--standing_stats_batches=0 (standing_stats_batches=0) to keep the '
+        "checkpoint's batch-norm statistics.") from e
+  images = (batch['image'] for batch in dataset.take(num_batches))
+  noise = tf.zeros([batch_size, config.model.z_dim])  # E's BNs precede noise.
+  return apply_standing_statistics(
+      encoder, images, lambda x: encoder(x, training=True, noise=noise))
+
+
+def _shape_text(shape) -> str:
+  return '[' + ', '.join('N' if d is None else str(d) for d in shape) + ']'
+
+
+def _checked(t: tf.Tensor, spec: tf.TensorSpec, function: str,
+             what: str) -> tf.Tensor:
+  """Fails at run time, naming the expected shape, if `t` does not fit.
+
+  The input's static shape is the signature's, so only run-time checks can
+  catch a tensor whose shape was unknown to the caller's graph. The assert
+  runs before anything reads `t` (a control dependency), so its message, not
+  a later op's, is what the user sees.
+  """
+  message = (f'{function}: {spec.name} must be float32 '
+             f'{_shape_text(spec.shape)}{what}; got shape')
+  rank = len(spec.shape)
+  shape = tf.shape(t)
+  # Padded or cut to the expected rank, so that the comparison itself cannot
+  # fail on a tensor of another rank (tf.cond would not help: grappler may
+  # evaluate both branches).
+  fitted = tf.concat([shape, tf.zeros([rank], tf.int32)], 0)[:rank]
+  ok = tf.logical_and(
+      tf.equal(tf.size(shape), rank),
+      tf.reduce_all(tf.equal(fitted[1:], spec.shape[1:].as_list())))
+  with tf.control_dependencies(
+      [tf.debugging.Assert(ok, [message, shape], summarize=8)]):
+    return tf.ensure_shape(t, spec.shape)
+
+
+class _Networks:
+  """A plain holder, so tf.Module does not track the Keras models."""
+
+  def __init__(self, **networks):
+    self.__dict__.update(networks)
+
+
+def _variables_of(model: keras.Model):
+  """A trackable holding a model's variables (all, and the trainable ones)."""
+  holder = tf.__internal__.tracking.AutoTrackable()
+  holder.variables = list(model.variables)
+  holder.trainable_variables = list(model.trainable_variables)
+  return holder
+
+
+class BigBiGANModule(tf.Module):
+  """The exported object: G, E and D with the Hub module's functions.
+
+  Build it with float32 networks in inference-ready state (see `export`).
+  As TF Hub's Reusable SavedModel API asks, `variables`,
+  `trainable_variables` and `regularization_losses` are saved attributes
+  (plain lists here, not tf.Module's computed properties), so that e.g.
+  hub.KerasLayer lists the module's weights.
+  """
+
+  variables = None  # Instance lists; see the class docstring.
+  trainable_variables = None
+
+  def __init__(self, *, generator: keras.Model, encoder: keras.Model,
+               discriminator: keras.Model,
+               model_config: ml_collections.ConfigDict, step: int,
+               use_ema: bool, standing_stats_batches: int):
+    super().__init__(name='bigbigan')
+    # The Keras models are used to trace the functions but not saved as
+    # objects (saving a Keras 3 model object traces a default signature per
+    # model, which fails for D's two inputs); their variables are saved, per
+    # network, as `m.generator.variables` etc.
+    self._networks = _Networks(generator=generator, encoder=encoder,
+                                discriminator=discriminator)
+    self.generator = _variables_of(generator)
+    self.encoder = _variables_of(encoder)
+    self.discriminator = _variables_of(discriminator)
+    networks = (generator, encoder, discriminator)
+    self.variables = [v for net in networks for v in net.variables]
+    self.trainable_variables = [v for net in networks
+                                for v in net.trainable_variables]
+    self.regularization_losses = []
+    self.step = tf.Variable(step, dtype=tf.int64, trainable=False,
+                            name='step')
+    self.use_ema = tf.Variable(use_ema, dtype=tf.bool, trainable=False,
+                               name='use_ema')
+    self.standing_stats_batches = tf.Variable(
+        standing_stats_batches, dtype=tf.int64, trainable=False,
+        name='standing_stats_batches')
+    m = model_config
+    self._z_dim = m.z_dim
+    self._z_spec = tf.TensorSpec([None, m.z_dim], tf.float32, name='z')
+    self._x_spec = tf.TensorSpec([None, m.resolution, m.resolution, 3],
+                                 tf.float32, name='x')
+    self._x_e_spec = tf.TensorSpec(
+        [None, m.encoder_resolution, m.encoder_resolution, 3], tf.float32,
+        name='x')
+    function = functools.partial(tf.function, autograph=False)
+    self.generate = function(self._generate, input_signature=[self._z_spec])
+    self.encode = function(self._encode, input_signature=[self._x_e_spec])
+    self.discriminate = function(
+        self._discriminate, input_signature=[self._x_spec, self._z_spec])
+    # Not an attribute: the signature alone, like the Hub module's default.
+    self._serve = function(self._serving_default,
+                           input_signature=[self._x_e_spec])
+
+  def _generate(self, z):
+    z = _checked(z, self._z_spec, 'generate', '')
+    images = self._networks.generator(z, training=False)
+    upsampled = tf.repeat(tf.repeat(images, 2, axis=1), 2, axis=2)
+    return {'default': images, 'upsampled': upsampled}
+
+  def _encode(self, x):
+    x = _checked(x, self._x_e_spec, 'encode', ' in [-1, 1]')
+    noise = tf.random.normal([tf.shape(x)[0], self._z_dim])
+    out = self._networks.encoder(x, training=False, noise=noise)
+    return {'default': out['z_mean'], **out}
+
+  def _discriminate(self, x, z):
+    x = _checked(x, self._x_spec, 'discriminate', ' in [-1, 1]')
+    z = _checked(z, self._z_spec, 'discriminate', '')
+    batch_ok = tf.debugging.Assert(
+        tf.equal(tf.shape(x)[0], tf.shape(z)[0]),
+        ['discriminate: x and z must have the same batch size N; got',
+         tf.shape(x)[0], 'and', tf.shape(z)[0]])
+    with tf.control_dependencies([batch_ok]):
+      x, z = tf.identity(x), tf.identity(z)
+    return dict(self._networks.discriminator(x, z, training=False))
+
+  def _serving_default(self, x):
+    return {'default': self._encode(x)['z_mean']}
+
+  def signatures(self) -> dict[str, Any]:
+    """The concrete functions to save as signatures, by name."""
+    return {
+        'generate': self.generate.get_concrete_function(),
+        'encode': self.encode.get_concrete_function(),
+        'discriminate': self.discriminate.get_concrete_function(),
+        'serving_default': self._serve.get_concrete_function(),
+    }
+
+
+def build_module(config: ml_collections.ConfigDict,
+                 state: train_lib.TrainState, *, step: int,
+                 use_ema: bool = True,
+                 standing_stats_batches: int = DEFAULT_STANDING_STATS_BATCHES,
+                 standing_stats_batch_size: int = (
+                     DEFAULT_STANDING_STATS_BATCH_SIZE)
+                 ) -> tuple[BigBiGANModule, dict[str, Any]]:
+  """Wraps a restored TrainState's networks as the exportable module.
+
+  With `standing_stats_batches` > 0 this recomputes the batch-norm moving
+  statistics of the chosen G and E in place (see the module docstring).
+
+  Args:
+    config: the run's config.
+    state: a TrainState built with float32 weights (train_lib.restore).
+    step: the checkpoint's training step.
+    use_ema: export the EMA G and E (True) or the live ones. D has no EMA.
+    standing_stats_batches: batches for standing statistics; 0 keeps the
+      checkpoint's moving statistics.
+    standing_stats_batch_size: examples per standing-statistics batch.
+
+  Returns:
+    (module, info): info records the choices, for `assets/export_info.json`.
+  """
+  if standing_stats_batches < 0 or standing_stats_batch_size < 1:
+    raise ValueError(
+        f'standing_stats_batches={standing_stats_batches} must be >= 0 and '
+        f'standing_stats_batch_size={standing_stats_batch_size} >= 1.')
+  generator = state.ema_generator if use_ema else state.nets.generator
+  encoder = state.ema_encoder if use_ema else state.nets.encoder
+  stats = {'method': 'checkpoint moving averages', 'batches': 0,
+           'batch_size': 0}
+  if standing_stats_batches:
+    seed = config.seed
+    generator_standing_statistics(
+        generator, z_dim=config.model.z_dim, num_batches=standing_stats_batches,
+        batch_size=standing_stats_batch_size, seed=seed)
+    encoder_standing_statistics(
+        encoder, config, num_batches=standing_stats_batches,
+        batch_size=standing_stats_batch_size, seed=seed)
+    stats = {
+        'method': ('standing statistics: plain average of training-mode '
+                   'batch means and biased variances (BigGAN)'),
+        'batches': standing_stats_batches,
+        'batch_size': standing_stats_batch_size,
+        'generator_inputs': 'z ~ N(0, I)',
+        'encoder_inputs': (f'data.split={config.data.split!r} of '
+                           f'data.name={config.data.name!r}, central crops, '
+                           'source order (see encoder_standing_statistics)'),
+    }
+  module = BigBiGANModule(
+      generator=generator, encoder=encoder,
+      discriminator=state.nets.discriminator, model_config=config.model,
+      step=step, use_ema=use_ema,
+      standing_stats_batches=standing_stats_batches)
+  info = {'step': step, 'use_ema': use_ema,
+          'batch_norm_statistics': stats,
+          'signatures': list(SIGNATURE_NAMES),
+          'exported_at': datetime.datetime.now(datetime.timezone.utc)
+                         .isoformat(timespec='seconds'),
+          'tensorflow': tf.__version__, 'keras': keras.__version__}
+  return module, info
+
+
+def _refuse_existing(export_dir: str, overwrite: bool) -> None:
+  if tf.io.gfile.exists(export_dir) and not overwrite:
+    raise FileExistsError(
+        f'Export directory {export_dir} already exists; choose a new '
+        '--export_dir, or pass --overwrite (overwrite=True) to replace it.')
+
+
+def save_module(module: BigBiGANModule, export_dir: str, *,
+                config: ml_collections.ConfigDict, info: dict[str, Any],
+                overwrite: bool = False) -> str:
+  """Writes `module` as a SavedModel at `export_dir`, atomically.
+
+  The module is saved to a temporary sibling directory (`E.tmp-XXXXXXXX`),
+  then renamed to `export_dir`; on failure the sibling is removed and
+  `export_dir` is left as it was. (On gs:// a directory rename copies object
+  by object, so a reader could see a partly renamed module during the rename
+  itself; a failed save still never touches `export_dir`. A killed process
+  may leave the sibling behind.)
+
+  Raises:
+    FileExistsError: `export_dir` exists and `overwrite` is False.
+  """
+  export_dir = export_dir.rstrip('/')
+  _refuse_existing(export_dir, overwrite)
+  parent = os.path.dirname(export_dir) or '.'
+  tf.io.gfile.makedirs(parent)
+  suffix = uuid.uuid4().hex[:8]
+  tmp_dir = f'{export_dir}.tmp-{suffix}'
+  old_dir = f'{export_dir}.old-{suffix}'
+  with tempfile.TemporaryDirectory() as asset_dir:
+    assets = {}
+    for name, content in ((CONFIG_ASSET, config_lib.to_dict(config)),
+                          (INFO_ASSET, info)):
+      path = os.path.join(asset_dir, name)
+      with open(path, 'w') as f:
+        f.write(json.dumps(content, indent=2, sort_keys=True) + '\n')
+      assets[name] = tf.saved_model.Asset(path)
+    module.config_file = assets[CONFIG_ASSET]
+    module.info_file = assets[INFO_ASSET]
+    try:
+      tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
+      replacing = tf.io.gfile.exists(export_dir)
+      if replacing:
+        # Moved aside, not deleted, until the new module is in place.
+        tf.io.gfile.rename(export_dir, old_dir)
+      tf.io.gfile.rename(tmp_dir, export_dir)
+    except BaseException:
+      if tf.io.gfile.exists(tmp_dir):
+        tf.io.gfile.rmtree(tmp_dir)
+      if tf.io.gfile.exists(old_dir) and not tf.io.gfile.exists(export_dir):
+        tf.io.gfile.rename(old_dir, export_dir)
+      raise
+  if replacing:
+    try:
+      tf.io.gfile.rmtree(old_dir)
+    except tf.errors.OpError as e:
+      logging.warning('Exported %s, but could not delete the replaced module, '
+                      'moved to %s: %s', export_dir, old_dir, e)
+  return export_dir
+
+
+def export(workdir: str, export_dir: str, *, checkpoint: Optional[str] = None,
+           use_ema: bool = True, overwrite: bool = False,
+           standing_stats_batches: int = DEFAULT_STANDING_STATS_BATCHES,
+           standing_stats_batch_size: int = DEFAULT_STANDING_STATS_BATCH_SIZE
+           ) -> str:
+  """Exports a checkpoint of a training run as a Hub-style SavedModel.
+
+  Args:
+    workdir: the training run's workdir (its config is read from there).
+    export_dir: where the SavedModel goes (local or gs://).
+    checkpoint: a checkpoint path (e.g. W/checkpoints/ckpt-500); default: the
+      latest in the workdir.
+    use_ema: export the EMA weights of G and E (default) or the live ones.
+    overwrite: replace an existing `export_dir`.
+    standing_stats_batches: batches of standing statistics for G's and E's
+      batch norms (0 = keep the checkpoint's moving statistics).
+    standing_stats_batch_size: examples per standing-statistics batch.
+
+  Returns:
+    export_dir.
+
+  Raises:
+    FileNotFoundError: no config or no checkpoint in the workdir, or the
+      given checkpoint does not exist.
+    FileExistsError: `export_dir` exists and `overwrite` is False.
+    IncompleteCheckpointError: the checkpoint lacks some of the networks'
+      variables.
+    bigbigan_tf.data.DataError: standing statistics cannot read the training
+      data (export with standing_stats_batches=0 instead).
+  """
+  _refuse_existing(export_dir, overwrite)  # Before the slow part.
+  if checkpoint is not None and not tf.io.gfile.exists(checkpoint + '.index'):
+    raise FileNotFoundError(
+        f'Checkpoint {checkpoint} does not exist (no {checkpoint}.index). '
+        f'Pass a path like {os.path.join(workdir, train_lib.CHECKPOINT_DIR)}'
+        '/ckpt-STEP, or omit it to export the latest checkpoint.')
+  previous_policy = keras.config.dtype_policy()
+  # Weights are float32 even when the run trained in mixed_bfloat16; the
+  # exported functions compute in float32.
+  keras.config.set_dtype_policy('float32')
+  try:
+    config, state, checkpoint = train_lib.restore(workdir,
+                                                  checkpoint=checkpoint)
+    step = int(state.step.numpy())
+    check_checkpoint_complete(state, checkpoint, {
+        'generator': state.ema_generator if use_ema else state.nets.generator,
+        'encoder': state.ema_encoder if use_ema else state.nets.encoder,
+        'discriminator': state.nets.discriminator})
+    logging.info('Exporting %s (step %d, %s weights) to %s.', checkpoint,
+                 step, 'EMA' if use_ema else 'live', export_dir)
+    module, info = build_module(
+        config, state, step=step, use_ema=use_ema,
+        standing_stats_batches=standing_stats_batches,
+        standing_stats_batch_size=standing_stats_batch_size)
+    info['checkpoint'] = checkpoint
+    info['workdir'] = workdir
+    return save_module(module, export_dir, config=config, info=info,
+                       overwrite=overwrite)
+  finally:
+    keras.config.set_dtype_policy(previous_policy)

@@ -1,0 +1,62 @@
+"""Exports a training run: python export.py --workdir=W --export_dir=E.
+
+Writes a TF2 SavedModel with the DeepMind BigBiGAN TF Hub interface
+(signatures generate / encode / discriminate / serving_default; see
+bigbigan_tf/export_lib.py) from the latest checkpoint of W, or from
+--checkpoint. The config is read from W. By default the EMA weights of G and E
+are exported, with batch-norm standing statistics recomputed over
+--standing_stats_batches batches.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+_WORKDIR = flags.DEFINE_string('workdir', None,
+                               'The workdir train.py wrote to (gs:// ok).')
+_EXPORT_DIR = flags.DEFINE_string('export_dir', None,
+                                  'Where to write the SavedModel (gs:// ok).')
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', None, 'Checkpoint to export, e.g. W/checkpoints/ckpt-500 '
+    '(default: the latest in --workdir).')
+_NO_EMA = flags.DEFINE_bool('no_ema', False, 'Export the live G and E '
+                            'instead of their EMA weights (the default).')
+_OVERWRITE = flags.DEFINE_bool('overwrite', False,
+                               'Replace an existing --export_dir.')
+_STANDING_STATS_BATCHES = flags.DEFINE_integer(
+    'standing_stats_batches', 16, 'Batches over which G\'s and E\'s batch-norm '
+    'statistics are recomputed (BigGAN standing statistics); 0 keeps the '
+    "checkpoint's moving averages.", lower_bound=0)
+_STANDING_STATS_BATCH_SIZE = flags.DEFINE_integer(
+    'standing_stats_batch_size', 64, 'Examples per standing-statistics batch.',
+    lower_bound=1)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # Imported here so --help answers without loading TensorFlow.
+  from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import export_lib  # pylint: disable=g-import-not-at-top
+
+  try:
+    path = export_lib.export(
+        _WORKDIR.value, _EXPORT_DIR.value, checkpoint=_CHECKPOINT.value,
+        use_ema=not _NO_EMA.value, overwrite=_OVERWRITE.value,
+        standing_stats_batches=_STANDING_STATS_BATCHES.value,
+        standing_stats_batch_size=_STANDING_STATS_BATCH_SIZE.value)
+  except (FileNotFoundError, FileExistsError, config_lib.ConfigError,
+          data_lib.DataError, export_lib.IncompleteCheckpointError) as e:
+    logging.error('%s: %s', type(e).__name__, e)
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  logging.info('Exported %s.', path)
+  print(path)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['workdir', 'export_dir'])
+  app.run(main)
