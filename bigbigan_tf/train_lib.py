@@ -458,5 +458,9 @@ def restore(workdir: str, *, checkpoint: Optional[str] = None
           f'No checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; train '
           f'first: python train.py --workdir={workdir}')
   state = TrainState(config)
-  state.checkpoint().restore(checkpoint).expect_partial()
+  # Every object of the state must be in the checkpoint (extra entries, such
+  # as a stored data position, may be left unused).
+  status = state.checkpoint().restore(checkpoint)
+  status.expect_partial()
+  status.assert_existing_objects_matched()
   return config, state, checkpoint
