@@ -21,7 +21,7 @@ D_ARCH = {
 }
 
 
-class ImageDiscriminator(keras.Model):
+class ImageDiscriminator(layers.BlockStack, keras.Model):
   """F: x [B, R, R, 3] in [-1, 1] -> (features [B, 16ch or 4ch], s_x [B])."""
 
   def __init__(self, *, resolution: int, ch: int, attention_resolution: int = 0,
@@ -44,17 +44,6 @@ class ImageDiscriminator(keras.Model):
     layers.set_layer_list(self, 'block', blocks)
     self.feature_dim = out_mult[-1] * ch
     self.score = layers.SNDense(1, name='score')
-
-  @property
-  def blocks(self) -> list:
-    return layers.get_layer_list(self, 'block')
-
-  @property
-  def attention(self) -> dict:
-    """{index of the block it follows: self-attention layer} (0 or 1 entry)."""
-    if self.attention_after < 0:
-      return {}
-    return {self.attention_after: self.attention_layer}
 
   def call(self, x, training=False):
     h = ops.cast(x, self.compute_dtype)

@@ -26,7 +26,7 @@ def z_chunk_sizes(z_dim: int, num_blocks: int) -> list[int]:
   return [len(a) for a in np.array_split(np.arange(z_dim), num_blocks + 1)]
 
 
-class Generator(keras.Model):
+class Generator(layers.BlockStack, keras.Model):
   """G: z [B, z_dim] -> image [B, R, R, 3] in [-1, 1] (tanh).
 
   z is split into num_blocks + 1 chunks: the first feeds the linear layer that
@@ -70,17 +70,6 @@ class Generator(keras.Model):
       self.embedding = self.add_weight(
           name='embedding', shape=(embed_dim,),
           initializer=keras.initializers.RandomNormal(stddev=1.0))
-
-  @property
-  def blocks(self) -> list:
-    return layers.get_layer_list(self, 'block')
-
-  @property
-  def attention(self) -> dict:
-    """{index of the block it follows: self-attention layer} (0 or 1 entry)."""
-    if self.attention_after < 0:
-      return {}
-    return {self.attention_after: self.attention_layer}
 
   def call(self, z, training=False):
     z = ops.cast(z, self.compute_dtype)

@@ -39,6 +39,23 @@ def get_layer_list(owner: keras.layers.Layer, name: str) -> list:
           for i in range(getattr(owner, f'_{name}_count'))]
 
 
+class BlockStack:
+  """Mixin for G and F: a chain of residual blocks stored with
+  `set_layer_list(self, 'block', ...)`, and at most one self-attention layer
+  (`attention_layer`) after block `attention_after` (-1 = none)."""
+
+  @property
+  def blocks(self) -> list:
+    return get_layer_list(self, 'block')
+
+  @property
+  def attention(self) -> dict:
+    """{index of the block it follows: self-attention layer} (0 or 1 entry)."""
+    if self.attention_after < 0:
+      return {}
+    return {self.attention_after: self.attention_layer}
+
+
 def _l2_normalize(x, eps=1e-12):
   return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x)), eps))
 
