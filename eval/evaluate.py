@@ -1,0 +1,110 @@
+r"""Evaluates a training run: python eval/evaluate.py --workdir=W [flags].
+
+  python eval/evaluate.py --workdir=W [--module=EXPORT_DIR] \
+      [--metrics=is,fid,kid,linear_probe,grids,digit_fid,recon_accuracy] \
+      [--num_samples=50000] [--inception=HANDLE_OR_PATH] [--batch_size=100] \
+      [--checkpoint=W/checkpoints/ckpt-STEP] [--feature=avepool_feat]
+
+By default G and E are the EMA networks of W's latest checkpoint; with
+--module, an exported SavedModel (export.py, or a BigBiGAN TF Hub module).
+Results: W/eval/results_step{STEP}.json (and results_latest.json), TensorBoard
+summaries and PNG grids under W/eval/. See eval/evaluate_lib.py.
+
+Exit status: 0 when every requested metric was computed; 2 when some could not
+be (e.g. no Inception weights offline: pass --inception=PATH; the others are
+still computed and written, the failures listed under "errors") or the
+arguments are wrong (unknown metric, no workdir / checkpoint, bad module).
+"""
+
+import json
+import os
+import sys
+
+# Run as `python eval/evaluate.py` from anywhere: the repo root (holding the
+# `eval` package) must be importable, and eval/ itself must not shadow it.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+  sys.path.insert(0, _REPO)
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import logging  # pylint: disable=g-import-not-at-top
+
+# TF-GAN's Inception network (eval.metrics.INCEPTION_HANDLE), repeated here so
+# that --help answers without importing TensorFlow.
+_INCEPTION_HANDLE = 'https://tfhub.dev/tensorflow/tfgan/eval/inception/1'
+
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'The workdir train.py wrote to (gs:// ok); results go to '
+    'WORKDIR/eval/. With --module it may be new: the config then comes from '
+    'the module.')
+_MODULE = flags.DEFINE_string(
+    'module', None, 'Evaluate this exported SavedModel (export.py, or a '
+    'BigBiGAN TF Hub module) instead of the workdir\'s checkpoint.')
+_METRICS = flags.DEFINE_string(
+    'metrics', 'auto', 'Comma-separated metrics from is, fid, kid, '
+    'linear_probe, grids, digit_fid, recon_accuracy; auto = is,fid,kid,'
+    'linear_probe,grids plus digit_fid,recon_accuracy on digit data.')
+_NUM_SAMPLES = flags.DEFINE_integer(
+    'num_samples', 50_000, 'Generated images for IS/FID/KID/digit_fid (50K as '
+    'in the paper); also the cap on real eval images.', lower_bound=2)
+_INCEPTION = flags.DEFINE_string(
+    'inception', _INCEPTION_HANDLE, 'TF Hub handle or local / gs:// path of '
+    'TF-GAN\'s Inception SavedModel (needed for is/fid/kid; offline, pass a '
+    'local copy).')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 100,
+                                   'Images per forward pass.', lower_bound=1)
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', None, 'Checkpoint to evaluate, e.g. W/checkpoints/ckpt-500 '
+    '(default: the latest in --workdir).')
+_FEATURE = flags.DEFINE_enum(
+    'feature', 'avepool_feat', ['avepool_feat', 'bn_crelu_feat', 'z_mean'],
+    'Frozen encoder output for the linear probe.')
+_SEED = flags.DEFINE_integer(
+    'seed', 0, 'Seed of the latents, the probe\'s train_val split and the '
+    'digit classifier.')
+_PROBE_EPOCHS = flags.DEFINE_integer(
+    'probe_epochs', 100, 'Maximum linear-probe epochs per learning rate '
+    '(early stopping on train_val).', lower_bound=1)
+_DIGIT_CLASSIFIER_EPOCHS = flags.DEFINE_integer(
+    'digit_classifier_epochs', 8, 'Epochs when the digit classifier has to '
+    'be trained (it is cached in WORKDIR/eval/).', lower_bound=1)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # Imported here so --help answers without loading TensorFlow.
+  from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from eval import evaluate_lib  # pylint: disable=g-import-not-at-top
+  from eval import features  # pylint: disable=g-import-not-at-top
+
+  metrics = None if _METRICS.value == 'auto' else _METRICS.value
+  try:
+    result = evaluate_lib.evaluate(
+        _WORKDIR.value, metrics=metrics, module=_MODULE.value,
+        checkpoint=_CHECKPOINT.value, num_samples=_NUM_SAMPLES.value,
+        batch_size=_BATCH_SIZE.value, feature=_FEATURE.value,
+        inception=_INCEPTION.value, seed=_SEED.value,
+        probe_epochs=_PROBE_EPOCHS.value,
+        digit_classifier_epochs=_DIGIT_CLASSIFIER_EPOCHS.value)
+  except (evaluate_lib.EvaluationError, features.ModuleLoadError,
+          FileNotFoundError, config_lib.ConfigError,
+          data_lib.DataError) as e:
+    logging.error('%s: %s', type(e).__name__, e)
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  if result['metrics']:
+    print(json.dumps(result['metrics'], indent=2, sort_keys=True))
+  if result['results_file']:
+    print(f'Results: {result["results_file"]}')
+  for name, message in result['errors'].items():
+    print(f'error: {name}: {message}', file=sys.stderr)
+  if result['errors']:
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['workdir'])
+  app.run(main)
