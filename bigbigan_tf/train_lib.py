@@ -38,6 +38,10 @@ class NonFiniteLossError(RuntimeError):
   """A loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class IncompleteCheckpointError(RuntimeError):
+  """A checkpoint does not hold every variable of the state restored from it."""
+
+
 class ConfigConflictError(ValueError):
   """The workdir was trained with a different config."""
 
@@ -448,6 +452,7 @@ def restore(workdir: str, *, checkpoint: Optional[str] = None
 
   Raises:
     FileNotFoundError: the workdir has no config or no checkpoint.
+    IncompleteCheckpointError: the checkpoint lacks some of the state.
   """
   config = config_lib.load(workdir)
   if checkpoint is None:
@@ -462,5 +467,12 @@ def restore(workdir: str, *, checkpoint: Optional[str] = None
   # as a stored data position, may be left unused).
   status = state.checkpoint().restore(checkpoint)
   status.expect_partial()
-  status.assert_existing_objects_matched()
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError as e:
+    raise IncompleteCheckpointError(
+        f'{checkpoint} does not hold every variable of the current TrainState '
+        '(written by an older bigbigan-tf, or not by train.py?); using it '
+        'would leave the missing ones at their random initial values. '
+        f'Details: {str(e)[:500]}') from e
   return config, state, checkpoint
