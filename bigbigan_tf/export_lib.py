@@ -529,32 +529,21 @@ def export(workdir: str, export_dir: str, *, checkpoint: Optional[str] = None,
       data (export with standing_stats_batches=0 instead).
   """
   _refuse_existing(export_dir, overwrite)  # Before the slow part.
-  if checkpoint is not None and not tf.io.gfile.exists(checkpoint + '.index'):
-    raise FileNotFoundError(
-        f'Checkpoint {checkpoint} does not exist (no {checkpoint}.index). '
-        f'Pass a path like {os.path.join(workdir, train_lib.CHECKPOINT_DIR)}'
-        '/ckpt-STEP, or omit it to export the latest checkpoint.')
-  previous_policy = keras.config.dtype_policy()
-  # Weights are float32 even when the run trained in mixed_bfloat16; the
-  # exported functions compute in float32.
-  keras.config.set_dtype_policy('float32')
-  try:
-    config, state, checkpoint = train_lib.restore(workdir,
-                                                  checkpoint=checkpoint)
-    step = int(state.step.numpy())
-    check_checkpoint_complete(state, checkpoint, {
-        'generator': state.ema_generator if use_ema else state.nets.generator,
-        'encoder': state.ema_encoder if use_ema else state.nets.encoder,
-        'discriminator': state.nets.discriminator})
-    logging.info('Exporting %s (step %d, %s weights) to %s.', checkpoint,
-                 step, 'EMA' if use_ema else 'live', export_dir)
-    module, info = build_module(
-        config, state, step=step, use_ema=use_ema,
-        standing_stats_batches=standing_stats_batches,
-        standing_stats_batch_size=standing_stats_batch_size)
-    info['checkpoint'] = checkpoint
-    info['workdir'] = workdir
-    return save_module(module, export_dir, config=config, info=info,
-                       overwrite=overwrite)
-  finally:
-    keras.config.set_dtype_policy(previous_policy)
+  # restore() builds the networks in float32 (the run may have trained in
+  # mixed_bfloat16) and checks the checkpoint exists and is complete.
+  config, state, checkpoint = train_lib.restore(workdir, checkpoint=checkpoint)
+  step = int(state.step.numpy())
+  check_checkpoint_complete(state, checkpoint, {
+      'generator': state.ema_generator if use_ema else state.nets.generator,
+      'encoder': state.ema_encoder if use_ema else state.nets.encoder,
+      'discriminator': state.nets.discriminator})
+  logging.info('Exporting %s (step %d, %s weights) to %s.', checkpoint,
+               step, 'EMA' if use_ema else 'live', export_dir)
+  module, info = build_module(
+      config, state, step=step, use_ema=use_ema,
+      standing_stats_batches=standing_stats_batches,
+      standing_stats_batch_size=standing_stats_batch_size)
+  info['checkpoint'] = checkpoint
+  info['workdir'] = workdir
+  return save_module(module, export_dir, config=config, info=info,
+                     overwrite=overwrite)

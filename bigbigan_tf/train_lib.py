@@ -447,6 +447,10 @@ def restore(workdir: str, *, checkpoint: Optional[str] = None
             ) -> tuple[ml_collections.ConfigDict, TrainState, str]:
   """Rebuilds the TrainState of a workdir from a checkpoint (latest default).
 
+  The networks are built in float32 whatever precision the run trained in
+  (checkpointed weights are float32): this is the state export and evaluation
+  compute with.
+
   Returns:
     (config, state, checkpoint path).
 
@@ -455,6 +459,11 @@ def restore(workdir: str, *, checkpoint: Optional[str] = None
     IncompleteCheckpointError: the checkpoint lacks some of the state.
   """
   config = config_lib.load(workdir)
+  if checkpoint is not None and not tf.io.gfile.exists(checkpoint + '.index'):
+    raise FileNotFoundError(
+        f'Checkpoint {checkpoint} does not exist (no {checkpoint}.index). '
+        f'Pass a path like {os.path.join(workdir, CHECKPOINT_DIR)}/ckpt-STEP, '
+        'or omit it to use the latest checkpoint.')
   if checkpoint is None:
     checkpoint = tf.train.latest_checkpoint(os.path.join(workdir,
                                                          CHECKPOINT_DIR))
@@ -462,7 +471,12 @@ def restore(workdir: str, *, checkpoint: Optional[str] = None
       raise FileNotFoundError(
           f'No checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; train '
           f'first: python train.py --workdir={workdir}')
-  state = TrainState(config)
+  previous_policy = keras.config.dtype_policy()
+  keras.config.set_dtype_policy('float32')
+  try:
+    state = TrainState(config)
+  finally:
+    keras.config.set_dtype_policy(previous_policy)
   # Every object of the state must be in the checkpoint (extra entries, such
   # as a stored data position, may be left unused).
   status = state.checkpoint().restore(checkpoint)

@@ -22,7 +22,6 @@ import os
 from typing import Dict, Iterator, Optional, Tuple
 
 from absl import logging
-import keras
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -98,24 +97,14 @@ def load_from_workdir(workdir: str, *, checkpoint: Optional[str] = None
       given checkpoint does not exist.
     ModuleLoadError: the checkpoint lacks the EMA networks' weights.
   """
-  if checkpoint is not None and not tf.io.gfile.exists(checkpoint + '.index'):
-    raise FileNotFoundError(
-        f'Checkpoint {checkpoint} does not exist (no {checkpoint}.index); '
-        f'pass one like {os.path.join(workdir, train_lib.CHECKPOINT_DIR)}'
-        '/ckpt-STEP, or omit --checkpoint to use the latest.')
-  previous_policy = keras.config.dtype_policy()
-  # Checkpointed weights are float32 even for mixed_bfloat16 runs; evaluate
-  # in float32.
-  keras.config.set_dtype_policy('float32')
+  # restore() builds the networks in float32, checks that the checkpoint
+  # exists and refuses one that lacks any variable of the state, so
+  # evaluation never measures random weights.
   try:
-    # restore() refuses a checkpoint that lacks any variable of the state, so
-    # evaluation never measures random weights.
     config, state, checkpoint = train_lib.restore(workdir,
                                                   checkpoint=checkpoint)
   except train_lib.IncompleteCheckpointError as e:
     raise ModuleLoadError(str(e)) from e
-  finally:
-    keras.config.set_dtype_policy(previous_policy)
   generator, encoder = state.ema_generator, state.ema_encoder
   m = config.model
   z_spec = tf.TensorSpec([None, m.z_dim], tf.float32)

@@ -212,7 +212,7 @@ class SelfAttention(keras.layers.Layer):
                                  initializer='zeros')
 
   def call(self, x, training=False):
-    b, h, w, c = ops.shape(x)[0], x.shape[1], x.shape[2], x.shape[3]
+    b, h, w = ops.shape(x)[0], x.shape[1], x.shape[2]
     theta = ops.reshape(self.theta(x, training=training), (b, h * w, -1))
     pool = lambda t: ops.max_pool(t, pool_size=2, strides=2)
     phi = ops.reshape(pool(self.phi(x, training=training)),
