@@ -423,13 +423,15 @@ def _train(config, workdir, strategy):
             tf.summary.scalar(f'learning_rate/{name}', float(lr), step=step)
         writer.flush()
         last_log_time, last_log_step = now, step
-      if (t.grid_every and step % t.grid_every == 0) or step == total:
+      grid_now = (t.grid_every and step % t.grid_every == 0) or step == total
+      save_now = (step % t.checkpoint_every == 0 or step == total
+                  or stop.received)
+      if grid_now or save_now:
         state.g_ema.copy_state()
         state.e_ema.copy_state()
+      if grid_now:
         write_grids(state, workdir, step, fixed_z, fixed_real, writer)
-      if step % t.checkpoint_every == 0 or step == total or stop.received:
-        state.g_ema.copy_state()
-        state.e_ema.copy_state()
+      if save_now:
         manager.save(checkpoint_number=step)
       if stop.received:
         stopped_by = stop.received

@@ -2,12 +2,8 @@
 
 import importlib.util
 import io
-import json
 import os
-import subprocess
-import sys
 import tempfile
-import textwrap
 import time
 from unittest import mock
 
@@ -16,26 +12,12 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import testing
 from bigbigan_tf import data
 from bigbigan_tf.configs import base
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(code: str, timeout: float = 120) -> dict:
-  """Runs `code` in a fresh Python; returns its last stdout line as JSON.
-
-  Logical CPU devices can only be configured before TensorFlow initialises,
-  which in this pytest process has long happened.
-  """
-  env = dict(os.environ, PYTHONPATH=_REPO, TF_CPP_MIN_LOG_LEVEL='2')
-  result = subprocess.run(
-      [sys.executable, '-c', textwrap.dedent(code)], cwd=_REPO, env=env,
-      capture_output=True, text=True, timeout=timeout, check=False)
-  if result.returncode != 0:
-    raise AssertionError(f'subprocess failed ({result.returncode}):\n'
-                         f'{result.stderr[-4000:]}')
-  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def data_config(**overrides):
@@ -440,7 +422,7 @@ class DistributedDatasetTest(tf.test.TestCase):
     self.assertEqual(batch['image'].shape, (6, 16, 16, 3))
 
   def test_two_replicas_get_half_the_global_batch_each(self):
-    out = run_python("""
+    out = testing.run_python("""
         import json
         import numpy as np
         from bigbigan_tf import data, distribute

@@ -1,35 +1,16 @@
 """Tests for bigbigan_tf.distribute."""
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 import time
 from unittest import mock
 
 import tensorflow as tf
 
+import testing
 from bigbigan_tf import distribute
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(code: str, timeout: float = 120) -> dict:
-  """Runs `code` in a fresh Python (devices not yet initialised).
-
-  Logical CPU devices can only be configured before TensorFlow initialises,
-  which in this pytest process has long happened. The code must print one
-  JSON object as its last line of stdout; it is returned.
-  """
-  env = dict(os.environ, PYTHONPATH=_REPO, TF_CPP_MIN_LOG_LEVEL='2')
-  result = subprocess.run(
-      [sys.executable, '-c', textwrap.dedent(code)], cwd=_REPO, env=env,
-      capture_output=True, text=True, timeout=timeout, check=False)
-  if result.returncode != 0:
-    raise AssertionError(f'subprocess failed ({result.returncode}):\n'
-                         f'{result.stderr[-4000:]}')
-  return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 class MakeStrategyTest(tf.test.TestCase):
@@ -108,7 +89,7 @@ class MakeStrategyTest(tf.test.TestCase):
 class TwoLogicalCpusTest(tf.test.TestCase):
 
   def test_two_logical_cpus_give_two_mirrored_replicas(self):
-    out = run_python("""
+    out = testing.run_python("""
         import json
         import tensorflow as tf
         from bigbigan_tf import distribute

@@ -20,11 +20,11 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+import testing
 from bigbigan_tf import data as data_lib
 from bigbigan_tf import export_lib
 from bigbigan_tf import grids
 from bigbigan_tf import train_lib
-from bigbigan_tf.configs import tiny
 from eval import evaluate_lib
 from eval import features as features_lib
 from eval import linear_probe as probe_lib
@@ -90,10 +90,7 @@ class EvaluateTest(tf.test.TestCase):
     super().setUpClass()
     cls.root = tempfile.mkdtemp()
     cls.workdir = os.path.join(cls.root, 'run')
-    config = tiny.get_config()
-    with config.unlocked():
-      config.num_train_steps = 2
-    train_lib.train_and_evaluate(config, cls.workdir)
+    testing.train_tiny(cls.workdir, steps=2)
 
     # The command line runs meanwhile, on a copy of the run (its own eval/).
     cls.cli_workdir = os.path.join(cls.root, 'cli_run')

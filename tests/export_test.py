@@ -19,11 +19,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_hub as hub
 
+import testing
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
 from bigbigan_tf import export_lib
 from bigbigan_tf import train_lib
-from bigbigan_tf.configs import tiny
 from bigbigan_tf.models import encoder as enc_lib
 from bigbigan_tf.models import generator as gen_lib
 
@@ -59,10 +59,7 @@ class ExportTest(tf.test.TestCase):
     super().setUpClass()
     cls.root = tempfile.mkdtemp()
     cls.workdir = os.path.join(cls.root, 'run')
-    config = tiny.get_config()
-    with config.unlocked():
-      config.num_train_steps = 2
-    train_lib.train_and_evaluate(config, cls.workdir)
+    testing.train_tiny(cls.workdir, steps=2)
 
     # export.py's success and error paths run in other processes meanwhile.
     cls.cli_dir = os.path.join(cls.root, 'cli_export')
