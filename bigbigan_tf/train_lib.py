@@ -424,8 +424,11 @@ def _train(config, workdir, strategy):
         writer.flush()
         last_log_time, last_log_step = now, step
       grid_now = (t.grid_every and step % t.grid_every == 0) or step == total
+      # Read the flag once: a signal arriving after this point is handled
+      # after the next loop call, never between the decision and the save.
+      stopping = stop.received
       save_now = (step % t.checkpoint_every == 0 or step == total
-                  or stop.received)
+                  or stopping is not None)
       if grid_now or save_now:
         state.g_ema.copy_state()
         state.e_ema.copy_state()
@@ -433,8 +436,8 @@ def _train(config, workdir, strategy):
         write_grids(state, workdir, step, fixed_z, fixed_real, writer)
       if save_now:
         manager.save(checkpoint_number=step)
-      if stop.received:
-        stopped_by = stop.received
+      if stopping is not None:
+        stopped_by = stopping
         logging.warning('Received %s: saved %s at step %d; re-run the same '
                         'command to resume.', stopped_by,
                         manager.latest_checkpoint, step)
