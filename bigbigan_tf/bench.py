@@ -7,7 +7,8 @@
 Prints one JSON object. An iteration is `optim.disc_iters` D steps plus one
 E/G step (and the EMA update), run by the same compiled loop train.py uses, fed
 by the real input pipeline. Model FLOPs utilisation = analytic FLOPs of an
-iteration (TF's graph profiler over the traced iteration) / its median time /
+iteration (forward FLOPs of E, G and D from their op shapes, times the usual
+backward multipliers; see iteration_flops) / its median time /
 this machine's dense-matmul FLOP/s, measured in the same run at the same
 precision.
 """
@@ -34,6 +35,9 @@ _REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed loop calls.')
 _STEPS = flags.DEFINE_integer('steps_per_call', 2,
                               'Iterations per compiled loop call.')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed loop calls first.')
+_MATMUL_SIZE = flags.DEFINE_integer(
+    'matmul_size', 2048, 'Side of the square matmul that measures this '
+    "machine's dense FLOP/s (the MFU denominator).")
 
 
 def preset_config(name: str):
@@ -95,30 +99,58 @@ def matmul_flops_per_second(dtype, *, n: int = 2048, repeats: int = 7) -> float:
   return 2 * n ** 3 / t
 
 
-def iteration_flops(trainer, iterator) -> float:
-  """FLOPs of one iteration, from TF's profiler over its traced graph."""
+def forward_flops(fn, *specs) -> float:
+  """FLOPs of one forward call of `fn` on inputs of the given TensorSpecs.
+
+  Counted by TF's graph profiler from the op shapes of the traced forward
+  graph (Conv2D: 2 * output pixels * k * k * C_in * C_out, MatMul: 2 * M * K *
+  N, ...): an analytic count, with no backward graph to over- or under-count.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorflow.python.profiler import model_analyzer  # pylint: disable=g-direct-tensorflow-import,g-import-not-at-top
   from tensorflow.python.profiler import option_builder  # pylint: disable=g-direct-tensorflow-import,g-import-not-at-top
-  one = tf.function(trainer._iteration)  # pylint: disable=protected-access
-  graph = one.get_concrete_function(iterator).graph
+  graph = tf.function(fn, autograph=False).get_concrete_function(*specs).graph
   opts = option_builder.ProfileOptionBuilder.float_operation()
   opts['output'] = 'none'
-  # The D and E/G steps are nested functions; a graph's function library
-  # already holds every function nested at any depth, so profile each once.
-  graphs = {'': graph}
-  pending = [graph]
-  while pending:
-    for name, f in getattr(pending.pop(), '_functions', {}).items():
-      fn_graph = getattr(f, 'graph', None)
-      if fn_graph is not None and name not in graphs:
-        graphs[name] = fn_graph
-        pending.append(fn_graph)
-  return float(sum(model_analyzer.profile(g, options=opts).total_float_ops
-                   for g in graphs.values()))
+  return float(model_analyzer.profile(graph, options=opts).total_float_ops)
 
 
-def run(config, *, repeats: int, steps_per_call: int, warmup: int) -> dict:
+def iteration_flops(config, nets) -> dict:
+  """Analytic FLOPs of one training iteration, per network and in total.
+
+  With f_E, f_G the forward FLOPs of E and G on a batch of B and f_D those of
+  D on the 2B real and fake pairs, and the usual convention that a backward
+  pass costs twice the forward (gradients with respect to inputs and to
+  weights, one forward's worth each):
+    D step   = f_E + f_G + f_D (forward) + 2 f_D (backward to D's weights)
+    E/G step = f_E + f_G + f_D (forward) + f_D (backward through D to its
+               inputs only) + 2 f_G + 2 f_E (backward to G's and E's weights)
+  (the E/G step's backward skips F on the real half, so it needs fewer FLOPs
+  than counted: the convention is kept so MFU compares across versions).
+  and an iteration is disc_iters D steps plus one E/G step.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  m, b = config.model, config.batch_size
+  z = tf.TensorSpec([b, m.z_dim], tf.float32)
+  x_e = tf.TensorSpec([b, m.encoder_resolution, m.encoder_resolution, 3],
+                      tf.float32)
+  x_2b = tf.TensorSpec([2 * b, m.resolution, m.resolution, 3], tf.float32)
+  z_2b = tf.TensorSpec([2 * b, m.z_dim], tf.float32)
+  f_e = forward_flops(
+      lambda x, n: nets.encoder(x, training=True, noise=n)['z_sample'], x_e, z)
+  f_g = forward_flops(lambda z: nets.generator(z, training=True), z)
+  f_d = forward_flops(
+      lambda x, z: nets.discriminator(x, z, training=True)['score_xz'],
+      x_2b, z_2b)
+  d_step = f_e + f_g + 3 * f_d
+  eg_step = 3 * f_e + 3 * f_g + 2 * f_d
+  total = config.optim.disc_iters * d_step + eg_step
+  return {'encoder_forward': f_e, 'generator_forward': f_g,
+          'discriminator_forward_2b': f_d, 'iteration': total}
+
+
+def run(config, *, repeats: int, steps_per_call: int, warmup: int,
+        matmul_size: int = 2048) -> dict:
   """Measures `config`'s training iteration; returns the figures."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -160,10 +192,11 @@ def run(config, *, repeats: int, steps_per_call: int, warmup: int) -> dict:
   # Images consumed per iteration: one batch per D step.
   consumed_ips = config.optim.disc_iters * config.batch_size / iteration_s
 
-  flops = iteration_flops(trainer, iterator)
+  flops_by_part = iteration_flops(config, state.nets)
+  flops = flops_by_part['iteration']
   dtype = (tf.bfloat16 if config.train.precision == 'mixed_bfloat16'
            else tf.float32)
-  peak = matmul_flops_per_second(dtype)
+  peak = matmul_flops_per_second(dtype, n=matmul_size)
   return {
       'iteration_s_median': round(iteration_s, 4),
       'iteration_s_all': [round(t, 4) for t in per_call],
@@ -173,6 +206,8 @@ def run(config, *, repeats: int, steps_per_call: int, warmup: int) -> dict:
       'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                            / 1024, 1),
       'iteration_gflop': round(flops / 1e9, 2),
+      'forward_gflop': {k: round(v / 1e9, 3) for k, v in
+                        flops_by_part.items() if k != 'iteration'},
       'matmul_gflop_per_s': round(peak / 1e9, 1),
       'mfu': round(flops / iteration_s / peak, 4),
       'warmup_s': round(warmup_s, 1),
@@ -202,7 +237,8 @@ def main(argv):
       config.train.jit_compile = _JIT.value
   result = {'preset': _PRESET.value}
   result.update(run(config, repeats=_REPEATS.value,
-                    steps_per_call=_STEPS.value, warmup=_WARMUP.value))
+                    steps_per_call=_STEPS.value, warmup=_WARMUP.value,
+                    matmul_size=_MATMUL_SIZE.value))
   print(json.dumps(result))
 
 

@@ -87,6 +87,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Batch-norm epsilon and momentum in E.
   config.model.encoder.bn_epsilon = 1e-5
   config.model.encoder.bn_momentum = 0.99
+  # Sample z = mu + sigma * noise (the paper's default) or, when False, use
+  # z = mu: the deterministic encoder of the paper's Table 1 ablation.
+  config.model.encoder.stochastic = True
 
   config.model.discriminator = ml_collections.ConfigDict()
   # Base channel width of F (BigGAN discriminator on x). Paper: 96.

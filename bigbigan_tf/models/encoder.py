@@ -63,16 +63,20 @@ class Encoder(keras.Model):
     bn_crelu_feat [B, 2F]: batch norm of avepool_feat (no affine), then CReLU
       (concat(relu(f), relu(-f))).
     z_mean, z_stdev, z_sample [B, z_dim]: z_stdev = softplus(sigma_hat),
-      z_sample = z_mean + z_stdev * noise.
+      z_sample = z_mean + z_stdev * noise, or z_mean when the encoder is
+      deterministic (`stochastic=False`, the paper's Table 1 ablation; z_stdev
+      is still returned, unused by training).
   """
 
   def __init__(self, *, z_dim: int,
                blocks_per_stage: Sequence[int] = (3, 4, 6, 3),
                width_multiplier: float = 1.0, head_depth: int = 0,
                head_width: int = 4096, bn_epsilon: float = 1e-5,
-               bn_momentum: float = 0.99, name: str = 'encoder', **kwargs):
+               bn_momentum: float = 0.99, stochastic: bool = True,
+               name: str = 'encoder', **kwargs):
     super().__init__(name=name, **kwargs)
     self.z_dim = z_dim
+    self.stochastic = stochastic
     widths = [max(1, int(round(w * width_multiplier))) for w in _STAGE_WIDTHS]
     self.feature_dim = 4 * widths[-1]
     bn = dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum)
@@ -118,11 +122,14 @@ class Encoder(keras.Model):
     out = ops.cast(out, 'float32')
     z_mean, sigma_hat = out[:, :self.z_dim], out[:, self.z_dim:]
     z_stdev = ops.softplus(sigma_hat)
-    if noise is None:
-      # Keras' global seed stream. Pass `noise` explicitly under jax.jit, in
-      # distributed training and wherever draws must be reproducible.
-      noise = keras.random.normal(ops.shape(z_mean))
-    z_sample = z_mean + z_stdev * ops.cast(noise, 'float32')
+    if not self.stochastic:
+      z_sample = z_mean
+    else:
+      if noise is None:
+        # Keras' global seed stream. Pass `noise` explicitly under jax.jit, in
+        # distributed training and wherever draws must be reproducible.
+        noise = keras.random.normal(ops.shape(z_mean))
+      z_sample = z_mean + z_stdev * ops.cast(noise, 'float32')
     return {
         'avepool_feat': ops.cast(pooled, 'float32'),
         'bn_crelu_feat': ops.cast(bn_crelu, 'float32'),

@@ -1,0 +1,80 @@
+"""The benchmark's FLOP counts and its command line (on the tiny config)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import tensorflow as tf
+
+from bigbigan_tf import bench
+from bigbigan_tf import models
+from bigbigan_tf.configs import tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class FlopsTest(tf.test.TestCase):
+
+  def test_forward_flops_of_conv_and_dense_match_the_formulas(self):
+    conv = keras.layers.Conv2D(8, 3, padding='same', use_bias=False)
+    flops = bench.forward_flops(conv, tf.TensorSpec([2, 16, 16, 4]))
+    self.assertEqual(flops, 2 * (2 * 16 * 16) * (3 * 3 * 4) * 8)
+    dense = keras.layers.Dense(5, use_bias=False)
+    self.assertEqual(bench.forward_flops(dense, tf.TensorSpec([3, 7])),
+                     2 * 3 * 7 * 5)
+
+  def test_iteration_flops_composition(self):
+    config = tiny.get_config()
+    nets = models.build_networks(config.model)
+    parts = bench.iteration_flops(config, nets)
+    f_e, f_g = parts['encoder_forward'], parts['generator_forward']
+    f_d = parts['discriminator_forward_2b']
+    for value in (f_e, f_g, f_d):
+      self.assertGreater(value, 0)
+    # D's forward on 2B pairs is twice its forward on B.
+    b, m = config.batch_size, config.model
+    f_d_b = bench.forward_flops(
+        lambda x, z: nets.discriminator(x, z, training=True)['score_xz'],
+        tf.TensorSpec([b, m.resolution, m.resolution, 3]),
+        tf.TensorSpec([b, m.z_dim]))
+    self.assertAllClose(f_d, 2 * f_d_b, rtol=0.02)
+    d_iters = config.optim.disc_iters
+    self.assertAllClose(
+        parts['iteration'],
+        d_iters * (f_e + f_g + 3 * f_d) + 3 * f_e + 3 * f_g + 2 * f_d)
+
+
+class BenchCommandTest(tf.test.TestCase):
+
+  def test_prints_one_json_object_with_the_figures(self):
+    out = subprocess.run(
+        [sys.executable, '-m', 'bigbigan_tf.bench',
+         '--config=' + os.path.join(REPO, 'bigbigan_tf', 'configs', 'tiny.py'),
+         '--repeats=2', '--warmup=1', '--steps_per_call=1',
+         '--matmul_size=256'],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    self.assertLen(result['iteration_s_all'], 2)
+    self.assertGreater(result['iteration_s_median'], 0)
+    self.assertGreater(result['images_per_second'], 0)
+    self.assertGreater(result['input_pipeline_images_per_second'], 0)
+    self.assertGreater(result['peak_rss_mb'], 100)
+    self.assertGreater(result['iteration_gflop'], 0)
+    self.assertGreater(result['mfu'], 0)
+    self.assertLess(result['mfu'], 1.5)
+    self.assertIn('ResNet-v2', result['encoder'])
+
+  def test_no_config_and_no_preset_is_an_error(self):
+    out = subprocess.run([sys.executable, '-m', 'bigbigan_tf.bench'],
+                         cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    self.assertEqual(out.returncode, 2)
+    self.assertIn('--preset', out.stderr)
+
+
+if __name__ == '__main__':
+  tf.test.main()
