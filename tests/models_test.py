@@ -133,6 +133,15 @@ class EncoderTest(tf.test.TestCase):
     out = e(x, noise=noise.astype(np.float32))
     self.assertAllClose(out['z_sample'], mean + std * noise, atol=1e-5)
 
+  def test_deterministic_encoder_samples_the_mean(self):
+    e = enc_lib.Encoder(z_dim=8, blocks_per_stage=(1, 1, 1, 1),
+                        width_multiplier=0.125, stochastic=False)
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 32, 32, 3))
+    noise = np.random.default_rng(1).standard_normal((5, 8))
+    out = e(x.astype(np.float32), noise=noise.astype(np.float32))
+    self.assertAllEqual(out['z_sample'], out['z_mean'])
+    self.assertTrue(np.all(out['z_stdev'].numpy() > 0))
+
   def test_resnet50_structure(self):
     e = enc_lib.Encoder(z_dim=120)
     e(np.zeros((1, 64, 64, 3), np.float32))

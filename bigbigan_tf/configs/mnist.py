@@ -10,10 +10,10 @@ from bigbigan_tf.configs import base
 
 def get_config():
   config = base.get_base_config()
-  # Sized to finish in about 20 minutes on a 2-core CPU: one iteration of
-  # this config measured 0.80-0.83 s median with `python -m bigbigan_tf.bench
-  # --config=bigbigan_tf/configs/mnist.py` on a loaded 2-core machine.
-  config.num_train_steps = 1500
+  # Sized to finish in about 20 minutes on a 2-core CPU: 0.355 s per
+  # iteration (median, `python -m bigbigan_tf.bench
+  # --config=bigbigan_tf/configs/mnist.py`); the 2,500-step run took 19.5 min.
+  config.num_train_steps = 2500
   config.batch_size = 32
 
   config.data.name = 'mnist'
@@ -25,7 +25,8 @@ def get_config():
 
   config.model.z_dim = 64
   config.model.resolution = 32
-  config.model.encoder_resolution = 64
+  # Digits are 28px: E at G's resolution (cheap), wider than before.
+  config.model.encoder_resolution = 32
   # BigGAN's 32px nets have 4 * ch channels in every block: 64 here.
   config.model.generator.ch = 16
   config.model.generator.attention_resolution = 0
@@ -37,12 +38,16 @@ def get_config():
   config.model.discriminator.j_depth = 2
   config.model.discriminator.j_width = 256
   config.model.encoder.blocks_per_stage = (1, 1, 1, 1)
-  config.model.encoder.width_multiplier = 0.125
+  config.model.encoder.width_multiplier = 0.5
+  # Deterministic E (paper Table 1 ablation): the stochastic E matched the
+  # prior with noise (sigma ~0.7, mean spread ~0.45) and lost the digits.
+  config.model.encoder.stochastic = False
   config.model.encoder.head_depth = 1
   config.model.encoder.head_width = 256
 
   config.optim.g_lr = 2e-4
-  config.optim.e_lr = 2e-4
+  # Raised E learning rate, as in the paper's best rows.
+  config.optim.e_lr = 1e-3
   config.optim.d_lr = 2e-4
   config.optim.disc_iters = 1
 
@@ -51,6 +56,8 @@ def get_config():
   config.train.log_every = 50
   config.train.grid_every = 500
   config.train.ema_decay = 0.999
-  config.train.ema_start = 500
+  config.train.ema_start = 1000
+  # bf16 on this AMX CPU: 0.355 s vs 0.551 s per iteration in float32.
+  config.train.precision = 'mixed_bfloat16'
   config.lock()
   return config
