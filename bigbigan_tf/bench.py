@@ -125,9 +125,9 @@ def iteration_flops(config, nets) -> dict:
     D step   = f_E + f_G + f_D (forward) + 2 f_D (backward to D's weights)
     E/G step = f_E + f_G + f_D (forward) + f_D (backward through D to its
                inputs only) + 2 f_G + 2 f_E (backward to G's and E's weights)
-  (the E/G step's backward skips F on the real half, so it needs fewer FLOPs
-  than counted: the convention is kept so MFU compares across versions).
-  and an iteration is disc_iters D steps plus one E/G step.
+  and an iteration is disc_iters D steps plus one E/G step. (The E/G step's
+  backward skips F on the real half, so it needs fewer FLOPs than counted;
+  the convention is kept so MFU compares across versions.)
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   m, b = config.model, config.batch_size

@@ -179,7 +179,7 @@ class Trainer:
       x_fake = s.nets.generator(z, training=True)
       # Two calls here, not one on the concatenation: no gradient is asked
       # of D's weights, so the backward pass then skips F on the real images
-      # (they lead to neither E nor G), a quarter of D's backward FLOPs.
+      # (they lead to neither E nor G): half of F's backward in this step.
       d = s.nets.discriminator
       real = d(x, z_hat, training=True)
       fake = d(x_fake, z, training=True)
