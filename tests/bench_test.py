@@ -8,11 +8,10 @@ import sys
 import keras
 import tensorflow as tf
 
+import testing
 from bigbigan_tf import bench
 from bigbigan_tf import models
 from bigbigan_tf.configs import tiny
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class FlopsTest(tf.test.TestCase):
@@ -46,15 +45,37 @@ class FlopsTest(tf.test.TestCase):
         d_iters * (f_e + f_g + 3 * f_d) + 3 * f_e + 3 * f_g + 2 * f_d)
 
 
+class PresetTest(tf.test.TestCase):
+
+  def test_biggan_presets_are_float32_with_one_d_step(self):
+    from bigbigan_tf.configs import mnist  # pylint: disable=g-import-not-at-top
+    default = mnist.get_config()
+    for name, res, batch in (('biggan32', 32, 16), ('biggan128', 128, 8)):
+      config = bench.preset_config(name)
+      self.assertEqual(config.train.precision, 'float32')
+      self.assertEqual(config.optim.disc_iters, 1)
+      self.assertEqual(config.model.resolution, res)
+      self.assertEqual(config.batch_size, batch)
+      self.assertEqual(config.model.generator.ch, 32)
+      self.assertEqual(config.model.discriminator.ch, 32)
+    self.assertEqual(bench.preset_config('biggan32').model.encoder.to_dict(),
+                     default.model.encoder.to_dict())
+    self.assertEqual(bench.encoder_name(bench.preset_config('biggan128')),
+                     'ResNet-v2-50 x0.25 on 256px')
+    self.assertEqual(bench.preset_config('default').to_dict(),
+                     default.to_dict())
+
+
 class BenchCommandTest(tf.test.TestCase):
 
   def test_prints_one_json_object_with_the_figures(self):
     out = subprocess.run(
         [sys.executable, '-m', 'bigbigan_tf.bench',
-         '--config=' + os.path.join(REPO, 'bigbigan_tf', 'configs', 'tiny.py'),
+         '--config=' + os.path.join(testing.REPO, 'bigbigan_tf', 'configs',
+                                    'tiny.py'),
          '--repeats=2', '--warmup=1', '--steps_per_call=1',
          '--matmul_size=256'],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=testing.REPO, capture_output=True, text=True, timeout=600,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -70,7 +91,7 @@ class BenchCommandTest(tf.test.TestCase):
 
   def test_no_config_and_no_preset_is_an_error(self):
     out = subprocess.run([sys.executable, '-m', 'bigbigan_tf.bench'],
-                         cwd=REPO, capture_output=True, text=True,
+                         cwd=testing.REPO, capture_output=True, text=True,
                          timeout=120)
     self.assertEqual(out.returncode, 2)
     self.assertIn('--preset', out.stderr)

@@ -17,9 +17,6 @@ from bigbigan_tf import data
 from bigbigan_tf.configs import base
 
 
-
-
-
 def data_config(**overrides):
   config = base.get_base_config().data
   config.shuffle_buffer = 256

@@ -10,9 +10,6 @@ import testing
 from bigbigan_tf import distribute
 
 
-
-
-
 class MakeStrategyTest(tf.test.TestCase):
 
   def test_cpu_strategy_matches_logical_devices(self):
