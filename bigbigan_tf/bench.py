@@ -128,9 +128,11 @@ def iteration_flops(config, nets) -> dict:
     D step   = f_E + f_G + f_D (forward) + 2 f_D (backward to D's weights)
     E/G step = f_E + f_G + f_D (forward) + f_D (backward through D to its
                inputs only) + 2 f_G + 2 f_E (backward to G's and E's weights)
-  and an iteration is disc_iters D steps plus one E/G step. (The E/G step's
-  backward skips F on the real half, so it needs fewer FLOPs than counted;
-  the convention is kept so MFU compares across versions.)
+  and an iteration is disc_iters D steps plus one E/G step. With
+  `optim.eg_reuses_d_forward` the E/G step reuses the last D step's forward
+  of E and G, so it costs f_E + f_G less. (The E/G step's backward skips F
+  on the real half, so it needs fewer FLOPs than counted; the convention is
+  kept so MFU compares across versions.)
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   m, b = config.model, config.batch_size
@@ -147,6 +149,8 @@ def iteration_flops(config, nets) -> dict:
       x_2b, z_2b)
   d_step = f_e + f_g + 3 * f_d
   eg_step = 3 * f_e + 3 * f_g + 2 * f_d
+  if config.optim.eg_reuses_d_forward:
+    eg_step -= f_e + f_g
   total = config.optim.disc_iters * d_step + eg_step
   return {'encoder_forward': f_e, 'generator_forward': f_g,
           'discriminator_forward_2b': f_d, 'iteration': total}

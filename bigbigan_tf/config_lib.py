@@ -147,6 +147,15 @@ def save(config: ml_collections.ConfigDict, workdir: str) -> str:
   return path
 
 
+# Fields added after the first release, with the value that reproduces how a
+# workdir written before them was trained. `load` fills them in, so older
+# workdirs still export, evaluate and (passing that value) resume.
+FIELDS_ADDED_LATER = {
+    'model.encoder.stochastic': True,
+    'optim.eg_reuses_d_forward': False,
+}
+
+
 def load(workdir: str) -> ml_collections.ConfigDict:
   """Reads the config a training run wrote into `workdir`.
 
@@ -159,7 +168,14 @@ def load(workdir: str) -> ml_collections.ConfigDict:
         f'{path} does not exist: {workdir!r} is not a bigbigan-tf workdir. '
         'Pass the --workdir that train.py wrote to.')
   with tf.io.gfile.GFile(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    config = json.load(f)
+  for field, value in FIELDS_ADDED_LATER.items():
+    *parents, name = field.split('.')
+    node = config
+    for p in parents:
+      node = node.setdefault(p, {})
+    node.setdefault(name, value)
+  return ml_collections.ConfigDict(config)
 
 
 def _flatten(d: dict, prefix: str = '') -> dict:

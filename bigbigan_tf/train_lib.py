@@ -126,6 +126,8 @@ class Trainer:
                                autograph=False)
     self._eg_step = tf.function(self._eg_step_fn, jit_compile=jit,
                                 autograph=False)
+    self._d_then_eg_step = tf.function(self._d_then_eg_step_fn,
+                                       jit_compile=jit, autograph=False)
     self.train_loop = tf.function(self._train_loop)
 
   def _scores(self, x, z_hat, x_fake, z):
@@ -156,11 +158,9 @@ class Trainer:
       out[f'{prefix}fake_{head}'] = tf.reduce_sum(fake[head]) / batch
     return out
 
-  def _d_step_fn(self, batch):
+  def _d_update(self, x, z_hat, x_fake, z):
+    """One D step on real pairs (x, z_hat) and fake pairs (x_fake, z)."""
     s, gb = self.state, self.config.batch_size
-    x_e, x, z, noise = self._inputs(batch)
-    z_hat = s.nets.encoder(x_e, training=True, noise=noise)['z_sample']
-    x_fake = s.nets.generator(z, training=True)
     with tf.GradientTape() as tape:
       real, fake = self._scores(x, tf.stop_gradient(z_hat),
                                 tf.stop_gradient(x_fake), z)
@@ -171,30 +171,69 @@ class Trainer:
     return {'d_loss': loss, **per_head,
             **self._score_means('d/', real, fake, gb)}
 
-  def _eg_step_fn(self, batch):
+  def _eg_losses(self, x, z_hat, x_fake, z):
+    """E/G losses; call under a tape that recorded z_hat = E(x), G(z)."""
     s, gb = self.state, self.config.batch_size
-    x_e, x, z, noise = self._inputs(batch)
-    with tf.GradientTape(persistent=True) as tape:
-      z_hat = s.nets.encoder(x_e, training=True, noise=noise)['z_sample']
-      x_fake = s.nets.generator(z, training=True)
-      # Two calls here, not one on the concatenation: no gradient is asked
-      # of D's weights, so the backward pass then skips F on the real images
-      # (they lead to neither E nor G): half of F's backward in this step.
-      d = s.nets.discriminator
-      real = d(x, z_hat, training=True)
-      fake = d(x_fake, z, training=True)
-      loss, per_head = losses.encoder_generator_loss(real, fake,
-                                                     global_batch_size=gb)
-      ortho = losses.orthogonal_regularization(
-          s.g_vars, weight=self.config.optim.g_ortho_reg)
-      # Replicas' gradients are summed: share the regulariser among them.
-      g_loss = loss + ortho / self.strategy.num_replicas_in_sync
+    # Two calls here, not one on the concatenation: no gradient is asked
+    # of D's weights, so the backward pass then skips F on the real images
+    # (they lead to neither E nor G): half of F's backward in this step.
+    d = s.nets.discriminator
+    real = d(x, z_hat, training=True)
+    fake = d(x_fake, z, training=True)
+    loss, per_head = losses.encoder_generator_loss(real, fake,
+                                                   global_batch_size=gb)
+    ortho = losses.orthogonal_regularization(
+        s.g_vars, weight=self.config.optim.g_ortho_reg)
+    # Replicas' gradients are summed: share the regulariser among them.
+    g_loss = loss + ortho / self.strategy.num_replicas_in_sync
+    return loss, g_loss, {'eg_loss': loss, 'g_ortho_reg': ortho, **per_head}
+
+  def _eg_apply(self, tape, loss, g_loss):
+    s = self.state
     g_grads = tape.gradient(g_loss, s.g_vars)
     e_grads = tape.gradient(loss, s.e_vars)
-    del tape
     s.g_opt.apply_gradients(zip(g_grads, s.g_vars))
     s.e_opt.apply_gradients(zip(e_grads, s.e_vars))
-    return {'eg_loss': loss, 'g_ortho_reg': ortho, **per_head}
+
+  def _forward(self, x_e, z, noise):
+    s = self.state
+    z_hat = s.nets.encoder(x_e, training=True, noise=noise)['z_sample']
+    return z_hat, s.nets.generator(z, training=True)
+
+  def _d_step_fn(self, batch):
+    x_e, x, z, noise = self._inputs(batch)
+    z_hat, x_fake = self._forward(x_e, z, noise)
+    return self._d_update(x, z_hat, x_fake, z)
+
+  def _eg_step_fn(self, batch):
+    x_e, x, z, noise = self._inputs(batch)
+    with tf.GradientTape(persistent=True) as tape:
+      z_hat, x_fake = self._forward(x_e, z, noise)
+      loss, g_loss, metrics = self._eg_losses(x, z_hat, x_fake, z)
+    self._eg_apply(tape, loss, g_loss)
+    del tape
+    return metrics
+
+  def _d_then_eg_step_fn(self, batch):
+    """The last D step, then the E/G step on the same E(x) and G(z).
+
+    E and G do not change during a D step, so the E/G step's forward passes
+    of E and G would recompute exactly what the D step computed (same x, z,
+    noise): they run once, under a tape kept for the E/G gradients, and D's
+    update runs in between with recording paused. D's second pair of calls
+    reads D's updated weights (tf.function orders reads after the update).
+    Equal to a D step followed by an E/G step drawing the same z and noise;
+    saves one forward pass of E and of G per iteration.
+    """
+    x_e, x, z, noise = self._inputs(batch)
+    with tf.GradientTape(persistent=True) as tape:
+      z_hat, x_fake = self._forward(x_e, z, noise)
+      with tape.stop_recording():
+        d_metrics = self._d_update(x, z_hat, x_fake, z)
+      loss, g_loss, metrics = self._eg_losses(x, z_hat, x_fake, z)
+    self._eg_apply(tape, loss, g_loss)
+    del tape
+    return {**d_metrics, **metrics}
 
   def _reduce(self, per_replica):
     return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
@@ -203,15 +242,22 @@ class Trainer:
   def _iteration(self, iterator):
     """disc_iters D steps, one E/G step (on the last D batch), EMA update."""
     s = self.state
-    for _ in range(self.config.optim.disc_iters):
-      batch = next(iterator)
-      d_metrics = self._reduce(self.strategy.run(self._d_step, (batch,)))
-    eg_metrics = self._reduce(self.strategy.run(self._eg_step, (batch,)))
+    d_iters = self.config.optim.disc_iters
+    if self.config.optim.eg_reuses_d_forward:
+      for _ in range(d_iters - 1):
+        self._reduce(self.strategy.run(self._d_step, (next(iterator),)))
+      metrics = self._reduce(
+          self.strategy.run(self._d_then_eg_step, (next(iterator),)))
+    else:
+      for _ in range(d_iters):
+        batch = next(iterator)
+        d_metrics = self._reduce(self.strategy.run(self._d_step, (batch,)))
+      eg_metrics = self._reduce(self.strategy.run(self._eg_step, (batch,)))
+      metrics = {**d_metrics, **eg_metrics}
     s.step.assign_add(1)
     decay = _ema_decay(self.config, s.step)
     s.g_ema.update(decay)
     s.e_ema.update(decay)
-    metrics = {**d_metrics, **eg_metrics}
     # ortho is not scaled by the global batch: undo the replica sum.
     metrics['g_ortho_reg'] /= self.strategy.num_replicas_in_sync
     return metrics

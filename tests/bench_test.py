@@ -40,8 +40,14 @@ class FlopsTest(tf.test.TestCase):
         tf.TensorSpec([b, m.z_dim]))
     self.assertAllClose(f_d, 2 * f_d_b, rtol=0.02)
     d_iters = config.optim.disc_iters
+    self.assertTrue(config.optim.eg_reuses_d_forward)
     self.assertAllClose(
         parts['iteration'],
+        d_iters * (f_e + f_g + 3 * f_d) + 2 * f_e + 2 * f_g + 2 * f_d)
+    with config.unlocked():
+      config.optim.eg_reuses_d_forward = False
+    self.assertAllClose(
+        bench.iteration_flops(config, nets)['iteration'],
         d_iters * (f_e + f_g + 3 * f_d) + 3 * f_e + 3 * f_g + 2 * f_d)
 
 

@@ -76,6 +76,22 @@ class ConfigTest(tf.test.TestCase):
     self.assertEqual(config_lib.diff(config, other),
                      [('optim.d_lr', config.optim.d_lr, 1.0)])
 
+  def test_load_fills_fields_added_later_with_their_old_behaviour(self):
+    import json  # pylint: disable=g-import-not-at-top
+    import os  # pylint: disable=g-import-not-at-top
+    config = tiny.get_config().to_dict()
+    del config['optim']['eg_reuses_d_forward']
+    del config['model']['encoder']['stochastic']
+    with tempfile.TemporaryDirectory() as workdir:
+      with open(os.path.join(workdir, config_lib.CONFIG_FILENAME), 'w') as f:
+        json.dump(config, f)
+      loaded = config_lib.load(workdir)
+    self.assertFalse(loaded.optim.eg_reuses_d_forward)
+    self.assertTrue(loaded.model.encoder.stochastic)
+    # Resuming it with today's default is refused, naming the field.
+    self.assertIn(('optim.eg_reuses_d_forward', False, True),
+                  config_lib.diff(loaded, tiny.get_config()))
+
   def test_load_missing(self):
     with self.assertRaisesRegex(FileNotFoundError, 'not a bigbigan-tf workdir'):
       config_lib.load(tempfile.mkdtemp())

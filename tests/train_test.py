@@ -121,6 +121,43 @@ class TrainInProcessTest(tf.test.TestCase):
     for v in state.nets.generator.trainable_variables:
       self.assertTrue(np.all(np.isfinite(v.numpy())), path)
 
+  def test_reusing_the_d_forward_equals_a_d_step_then_an_eg_step(self):
+    # The fused step (E/G reuses the D step's E and G forwards) must equal
+    # the two separate steps with the same z and noise. One iteration: after
+    # it, round-off (~1e-8 here) can flip a hinge and the runs part; reading
+    # D's weights before its update instead differs by >1e-4 at once. A
+    # large epsilon makes Adam's update proportional to the gradient, so
+    # float noise on the near-zero gradients of biases before batch norm is
+    # not blown up to +-lr.
+    config = _config(**{'optim.epsilon': 1.0, 'optim.g_lr': 0.05,
+                        'optim.e_lr': 0.05, 'optim.d_lr': 0.05})
+    strategy = tf.distribute.get_strategy()
+    fused = train_lib.TrainState(config)
+    split = train_lib.TrainState(config)
+    for a, b in zip(fused.nets.generator.weights + fused.nets.encoder.weights
+                    + fused.nets.discriminator.weights,
+                    split.nets.generator.weights + split.nets.encoder.weights
+                    + split.nets.discriminator.weights):
+      b.assign(a)
+    split.rng.state.assign(fused.rng.state)
+    first_g_kernel = tf.identity(fused.g_vars[0])
+    fused_trainer = train_lib.Trainer(fused, strategy)
+    split_trainer = train_lib.Trainer(split, strategy)
+    batches = iter(data_lib.make_dataset(
+        config.data, image_size=config.model.encoder_resolution,
+        batch_size=config.batch_size, training=True, seed=0))
+    batch = next(batches)
+    fused_trainer._d_then_eg_step(batch)  # pylint: disable=protected-access
+    rng_state = tf.identity(split.rng.state)
+    split_trainer._d_step(batch)  # pylint: disable=protected-access
+    split.rng.state.assign(rng_state)  # the same z and noise again
+    split_trainer._eg_step(batch)  # pylint: disable=protected-access
+    # The step changed the weights (so equality is not trivially met).
+    self.assertNotAllClose(fused.g_vars[0], first_g_kernel)
+    for name in ('g_vars', 'e_vars', 'd_vars'):
+      for a, b in zip(getattr(fused, name), getattr(split, name)):
+        self.assertAllClose(a, b, atol=1e-5, rtol=1e-5, msg=f'{name} {a.path}')
+
   def test_bad_inputs_fail_before_training(self):
     workdir = self.create_tempdir().full_path
     with self.assertRaisesRegex(config_lib.ConfigError, 'data.name'):

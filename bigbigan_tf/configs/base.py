@@ -117,6 +117,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.optim.epsilon = 1e-8
   # D steps per E/G step. compare_gan BigGAN 128: 2.
   config.optim.disc_iters = 2
+  # The E/G step reuses the last D step's forward passes of E and G (same
+  # real batch, same z): they are unchanged by a D step, so this saves one
+  # forward of each per iteration (as PyTorch's DCGAN example reuses its
+  # fakes). False: the E/G step draws a new z and recomputes both
+  # (BigGAN-PyTorch). The real batch is the last D step's either way.
+  config.optim.eg_reuses_d_forward = True
   # Weight of BigGAN's orthogonal regularisation on G (BigGAN: 1e-4); off by default.
   config.optim.g_ortho_reg = 0.0
 
