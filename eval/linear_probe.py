@@ -294,3 +294,29 @@ def linear_probe(train_features: np.ndarray, train_labels: np.ndarray,
       'num_train_val': num_train_val,
       'num_eval': len(eval_x),
   }
+
+
+def quick_probe_errors(train_features, train_labels, eval_features,
+                       eval_labels):
+  """Top-1 error of a quick probe, per feature name (eval/quick_probe.py).
+
+  L2-regularised logistic regression (scikit-learn, C=1) on features
+  standardised with the train statistics, fit on all training features.
+  Not the paper's protocol (`linear_probe`); fast enough to follow a run.
+
+  Args:
+    train_features, eval_features: {name: float [N, D]}.
+    train_labels, eval_labels: int [N].
+  """
+  # pylint: disable=g-import-not-at-top
+  from sklearn.linear_model import LogisticRegression
+  from sklearn.preprocessing import StandardScaler
+  # pylint: enable=g-import-not-at-top
+  errors = {}
+  for name in train_features:
+    scaler = StandardScaler().fit(train_features[name])
+    clf = LogisticRegression(max_iter=500, C=1.0).fit(
+        scaler.transform(train_features[name]), train_labels)
+    predicted = clf.predict(scaler.transform(eval_features[name]))
+    errors[name] = float(np.mean(predicted != eval_labels))
+  return errors

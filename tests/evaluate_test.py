@@ -100,6 +100,11 @@ class EvaluateTest(tf.test.TestCase):
                               '--metrics=fid', '--num_samples=16'),
         'unknown': _start_cli(f'--workdir={cls.cli_workdir}',
                               '--metrics=fid,bogus'),
+        'quick_probe': subprocess.Popen(
+            [sys.executable, os.path.join('eval', 'quick_probe.py'),
+             f'--workdir={cls.cli_workdir}'], cwd=REPO,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
         'import': subprocess.Popen(
             [sys.executable, '-c', 'import eval.evaluate; print("ok")'],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -344,6 +349,32 @@ class EvaluateTest(tf.test.TestCase):
     with self.assertRaisesRegex(evaluate_lib.EvaluationError,
                                 r"Unknown metric name\(s\) \['FID'\]"):
       evaluate_lib.evaluate(self.workdir, metrics=['FID'])
+
+  def test_quick_probe_prints_each_checkpoints_errors(self):
+    code, out, err = self.cli['quick_probe']
+    self.assertEqual(code, 0, err[-3000:])
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    self.assertEqual([r['step'] for r in rows], [0, 2])
+    for row in rows:
+      self.assertEqual(row['num_eval'], 1000)
+      self.assertCountEqual(row['top1_error'], features_lib.FEATURES)
+      for error in row['top1_error'].values():
+        # Ten classes: any encoder of digits beats chance by far.
+        self.assertBetween(error, 0.0, 0.6)
+
+  def test_quick_probe_errors_on_separable_and_shuffled_labels(self):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 400)
+    separable = {'f': np.eye(4)[labels] * 5 + rng.normal(0, 0.1, (400, 4))}
+    noise = {'f': rng.normal(0, 1, (400, 4))}
+    got = probe_lib.quick_probe_errors(
+        {k: v[:300] for k, v in separable.items()}, labels[:300],
+        {k: v[300:] for k, v in separable.items()}, labels[300:])
+    self.assertEqual(got, {'f': 0.0})
+    got = probe_lib.quick_probe_errors(
+        {k: v[:300] for k, v in noise.items()}, labels[:300],
+        {k: v[300:] for k, v in noise.items()}, labels[300:])
+    self.assertGreater(got['f'], 0.5)
 
   def test_importable_and_bad_arguments_fail_clearly(self):
     code, out, err = self.cli['import']
