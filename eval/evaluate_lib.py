@@ -229,7 +229,7 @@ def _eval_pass(config, nets, *, batch_size: int, limit: int,
   }
 
 
-def _probe_labels(labels: np.ndarray, split: str) -> np.ndarray:
+def probe_labels(labels: np.ndarray, split: str) -> np.ndarray:
   """Indices of labelled examples; raises if the probe cannot run."""
   keep = np.flatnonzero(labels >= 0)
   if not len(keep):
@@ -242,8 +242,8 @@ def _probe_labels(labels: np.ndarray, split: str) -> np.ndarray:
 
 def _linear_probe(train: _Collector, probe: _Collector, *, config,
                   feature: str, epochs: int, seed: int) -> Dict[str, Any]:
-  train_keep = _probe_labels(train['labels'], config.data.split)
-  eval_keep = _probe_labels(probe['labels'], config.data.eval_split)
+  train_keep = probe_labels(train['labels'], config.data.split)
+  eval_keep = probe_labels(probe['labels'], config.data.eval_split)
   train_y, eval_y = train['labels'][train_keep], probe['labels'][eval_keep]
   num_classes = int(max(train_y.max(), eval_y.max())) + 1
   if len(np.unique(train_y)) < 2:

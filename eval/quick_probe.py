@@ -35,22 +35,33 @@ _EVAL_SPLIT = flags.DEFINE_string(
     'eval_split', None, 'Split to score (default: config data.eval_split).')
 
 
-def _encode_split(config, nets, split):
+def _labelled_split(config, split):
+  """One pass over a split: its labelled images [N, S, S, 3] and labels [N].
+
+  Read once, encoded again for every checkpoint.
+  """
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from eval import evaluate_lib  # pylint: disable=g-import-not-at-top
   from eval import features as features_lib  # pylint: disable=g-import-not-at-top
-  feats, labels = {k: [] for k in features_lib.FEATURES}, []
+  images, labels = [], []
   for batch in features_lib.real_batches(
       config, split=split, image_size=config.model.encoder_resolution,
       batch_size=200):
-    if 'label' not in batch:
-      raise ValueError(f'Split {split!r} of {config.data.name!r} has no '
-                       'labels; a probe needs labelled data.')
-    out = nets.encode(batch['image'].numpy())
-    for k in feats:
-      feats[k].append(np.asarray(out[k]).reshape(len(out[k]), -1))
+    images.append(batch['image'].numpy())
     labels.append(batch['label'].numpy())
-  return ({k: np.concatenate(v) for k, v in feats.items()},
-          np.concatenate(labels))
+  images, labels = np.concatenate(images), np.concatenate(labels)
+  keep = evaluate_lib.probe_labels(labels, split)
+  return images[keep], labels[keep]
+
+
+def _encode(nets, images, batch_size=200):
+  """{feature: [N, D]} of the encoder for `images`, in batches."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from eval import features as features_lib  # pylint: disable=g-import-not-at-top
+  outs = [nets.encode(images[i:i + batch_size])
+          for i in range(0, len(images), batch_size)]
+  return {k: np.concatenate([np.asarray(o[k]).reshape(len(o[k]), -1)
+                             for o in outs]) for k in features_lib.FEATURES}
 
 
 def main(argv):
@@ -60,9 +71,15 @@ def main(argv):
           file=sys.stderr)
     sys.exit(2)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
+  from eval import evaluate_lib  # pylint: disable=g-import-not-at-top
   from eval import features as features_lib  # pylint: disable=g-import-not-at-top
   from eval import linear_probe  # pylint: disable=g-import-not-at-top
   ckpt_dir = os.path.join(_WORKDIR.value, 'checkpoints')
+  if _STEPS.value and not all(s.isdigit() for s in _STEPS.value):
+    print(f'error: --steps takes checkpoint steps like 0,1000,5000; got '
+          f'{",".join(_STEPS.value)!r}', file=sys.stderr)
+    sys.exit(2)
   if _STEPS.value:
     paths = [os.path.join(ckpt_dir, f'ckpt-{int(s)}') for s in _STEPS.value]
   else:
@@ -72,23 +89,27 @@ def main(argv):
       print(f'error: no checkpoints in {ckpt_dir}; pass the --workdir '
             'that train.py wrote to', file=sys.stderr)
       sys.exit(2)
+  try:
+    config = config_lib.load(_WORKDIR.value)
+    train_split = _TRAIN_SPLIT.value or config.data.split
+    eval_split = _EVAL_SPLIT.value or config.data.eval_split
+    data = {s: _labelled_split(config, s) for s in (train_split, eval_split)}
+  except (FileNotFoundError, evaluate_lib.MetricUnavailableError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  (train_x, train_y), (eval_x, eval_y) = data[train_split], data[eval_split]
   for path in paths:
     try:
-      config, nets = features_lib.load_from_workdir(_WORKDIR.value,
-                                                    checkpoint=path)
+      _, nets = features_lib.load_from_workdir(_WORKDIR.value,
+                                               checkpoint=path)
     except (FileNotFoundError, ValueError) as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)
-    train_split = _TRAIN_SPLIT.value or config.data.split
-    eval_split = _EVAL_SPLIT.value or config.data.eval_split
-    encoded = {s: _encode_split(config, nets, s)
-               for s in (train_split, eval_split)}
     errors = linear_probe.quick_probe_errors(
-        encoded[train_split][0], encoded[train_split][1],
-        encoded[eval_split][0], encoded[eval_split][1])
+        _encode(nets, train_x), train_y, _encode(nets, eval_x), eval_y)
     print(json.dumps({'step': nets.step, 'checkpoint': path,
-                      'num_train': int(len(encoded[train_split][1])),
-                      'num_eval': int(len(encoded[eval_split][1])),
+                      'num_train': int(len(train_y)),
+                      'num_eval': int(len(eval_y)),
                       'top1_error': {k: round(v, 4) for k, v in
                                      errors.items()}}), flush=True)
 

@@ -14,7 +14,7 @@ def get_config():
   # iteration (median, `python -m bigbigan_tf.bench
   # --config=bigbigan_tf/configs/mnist.py`). Batch 16 over 32: at equal wall
   # time more, smaller steps gave the better encoder (probe error 6.5% after
-  # 2,000 steps of 16 vs 8.5% after 1,000 of 32, in about 7 minutes each).
+  # 2,000 steps of 16 vs 8.5% after 1,000 of 32, in 7-8 minutes each).
   config.num_train_steps = 5000
   config.batch_size = 16
 
