@@ -237,6 +237,41 @@ def encoder_standing_statistics(encoder: keras.Model,
       encoder, images, lambda x: encoder(x, training=True, noise=noise))
 
 
+def standing_statistics(config: ml_collections.ConfigDict,
+                        generator: keras.Model, encoder: keras.Model, *,
+                        num_batches: int = DEFAULT_STANDING_STATS_BATCHES,
+                        batch_size: int = DEFAULT_STANDING_STATS_BATCH_SIZE
+                        ) -> dict[str, Any]:
+  """Sets G's and E's batch-norm statistics as export does; returns a record.
+
+  With `num_batches` 0 nothing changes (the checkpoint's moving statistics
+  stay). Same batches and seed (config.seed) wherever it is called, so an
+  export and an evaluation of the same checkpoint agree.
+  """
+  if num_batches < 0 or batch_size < 1:
+    raise ValueError(
+        f'standing_stats_batches={num_batches} must be >= 0 and '
+        f'standing_stats_batch_size={batch_size} >= 1.')
+  if not num_batches:
+    return {'method': 'checkpoint moving averages', 'batches': 0,
+            'batch_size': 0}
+  generator_standing_statistics(
+      generator, z_dim=config.model.z_dim, num_batches=num_batches,
+      batch_size=batch_size, seed=config.seed)
+  encoder_standing_statistics(encoder, config, num_batches=num_batches,
+                              batch_size=batch_size, seed=config.seed)
+  return {
+      'method': ('standing statistics: plain average of training-mode '
+                 'batch means and biased variances (BigGAN)'),
+      'batches': num_batches,
+      'batch_size': batch_size,
+      'generator_inputs': 'z ~ N(0, I)',
+      'encoder_inputs': (f'data.split={config.data.split!r} of '
+                         f'data.name={config.data.name!r}, central crops, '
+                         'source order (see encoder_standing_statistics)'),
+  }
+
+
 def _shape_text(shape) -> str:
   return '[' + ', '.join('N' if d is None else str(d) for d in shape) + ']'
 
@@ -397,32 +432,11 @@ def build_module(config: ml_collections.ConfigDict,
   Returns:
     (module, info): info records the choices, for `assets/export_info.json`.
   """
-  if standing_stats_batches < 0 or standing_stats_batch_size < 1:
-    raise ValueError(
-        f'standing_stats_batches={standing_stats_batches} must be >= 0 and '
-        f'standing_stats_batch_size={standing_stats_batch_size} >= 1.')
   generator = state.ema_generator if use_ema else state.nets.generator
   encoder = state.ema_encoder if use_ema else state.nets.encoder
-  stats = {'method': 'checkpoint moving averages', 'batches': 0,
-           'batch_size': 0}
-  if standing_stats_batches:
-    seed = config.seed
-    generator_standing_statistics(
-        generator, z_dim=config.model.z_dim, num_batches=standing_stats_batches,
-        batch_size=standing_stats_batch_size, seed=seed)
-    encoder_standing_statistics(
-        encoder, config, num_batches=standing_stats_batches,
-        batch_size=standing_stats_batch_size, seed=seed)
-    stats = {
-        'method': ('standing statistics: plain average of training-mode '
-                   'batch means and biased variances (BigGAN)'),
-        'batches': standing_stats_batches,
-        'batch_size': standing_stats_batch_size,
-        'generator_inputs': 'z ~ N(0, I)',
-        'encoder_inputs': (f'data.split={config.data.split!r} of '
-                           f'data.name={config.data.name!r}, central crops, '
-                           'source order (see encoder_standing_statistics)'),
-    }
+  stats = standing_statistics(
+      config, generator, encoder, num_batches=standing_stats_batches,
+      batch_size=standing_stats_batch_size)
   module = BigBiGANModule(
       generator=generator, encoder=encoder,
       discriminator=state.nets.discriminator, model_config=config.model,

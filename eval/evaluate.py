@@ -69,6 +69,11 @@ _PROBE_EPOCHS = flags.DEFINE_integer(
 _DIGIT_CLASSIFIER_EPOCHS = flags.DEFINE_integer(
     'digit_classifier_epochs', 8, 'Epochs when the digit classifier has to '
     'be trained (it is cached in WORKDIR/eval/).', lower_bound=1)
+_STANDING_STATS_BATCHES = flags.DEFINE_integer(
+    'standing_stats_batches', 16, 'For a checkpoint: batches of BigGAN '
+    'standing statistics for the EMA networks\' batch norms, as export.py '
+    'computes them; 0 keeps the moving statistics of the live networks.',
+    lower_bound=0)
 
 
 def main(argv):
@@ -88,7 +93,8 @@ def main(argv):
         batch_size=_BATCH_SIZE.value, feature=_FEATURE.value,
         inception=_INCEPTION.value, seed=_SEED.value,
         probe_epochs=_PROBE_EPOCHS.value,
-        digit_classifier_epochs=_DIGIT_CLASSIFIER_EPOCHS.value)
+        digit_classifier_epochs=_DIGIT_CLASSIFIER_EPOCHS.value,
+        standing_stats_batches=_STANDING_STATS_BATCHES.value)
   except (evaluate_lib.EvaluationError, features.ModuleLoadError,
           FileNotFoundError, config_lib.ConfigError,
           data_lib.DataError) as e:

@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from bigbigan_tf import data as data_lib
+from bigbigan_tf import export_lib
 from bigbigan_tf import grids
 from bigbigan_tf import train_lib
 from eval import digit_classifier as digit_lib
@@ -306,7 +307,8 @@ def _grid_size(config) -> int:
 
 
 def _check_arguments(*, module, checkpoint, num_samples, batch_size, feature,
-                     probe_epochs, digit_classifier_epochs):
+                     probe_epochs, digit_classifier_epochs,
+                     standing_stats_batches):
   if module is not None and checkpoint is not None:
     raise EvaluationError(
         f'Pass either --module ({module}) or --checkpoint ({checkpoint}), not '
@@ -323,6 +325,10 @@ def _check_arguments(*, module, checkpoint, num_samples, batch_size, feature,
     raise EvaluationError(
         f'Need probe_epochs >= 1 and digit_classifier_epochs >= 1; got '
         f'{probe_epochs} and {digit_classifier_epochs}.')
+  if standing_stats_batches < 0:
+    raise EvaluationError(
+        f'Need --standing_stats_batches >= 0 (0 keeps the checkpoint\'s '
+        f'batch-norm statistics); got {standing_stats_batches}.')
 
 
 def _check_sources(workdir: str, module: Optional[str],
@@ -506,7 +512,10 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
              inception: str = metrics_lib.INCEPTION_HANDLE,
              classifier_fn: Optional[ClassifierFn] = None, seed: int = 0,
              probe_epochs: int = 100,
-             digit_classifier_epochs: int = 8) -> Dict[str, Any]:
+             digit_classifier_epochs: int = 8,
+             standing_stats_batches: int = (
+                 export_lib.DEFAULT_STANDING_STATS_BATCHES)
+             ) -> Dict[str, Any]:
   """Evaluates a training run (or an exported module) and writes the results.
 
   Args:
@@ -530,6 +539,10 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
     seed: seed of the latents, the probe's split and the digit classifier.
     probe_epochs: maximum epochs per learning rate of the linear probe.
     digit_classifier_epochs: epochs when the digit classifier is trained.
+    standing_stats_batches: for a checkpoint, batches of BigGAN standing
+      statistics for the EMA networks' batch norms, computed as export.py
+      does (so a checkpoint and its export agree); 0 keeps the moving
+      statistics copied from the live networks. Unused with `module`.
 
   Returns:
     The dict written to results_step{STEP}.json: 'step', 'source',
@@ -549,7 +562,8 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
   _check_arguments(module=module, checkpoint=checkpoint,
                    num_samples=num_samples, batch_size=batch_size,
                    feature=feature, probe_epochs=probe_epochs,
-                   digit_classifier_epochs=digit_classifier_epochs)
+                   digit_classifier_epochs=digit_classifier_epochs,
+                   standing_stats_batches=standing_stats_batches)
   if metrics is not None:
     metrics = check_metrics(metrics)
   config = features_lib.load_config(workdir, module)
@@ -565,6 +579,8 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
           'metrics': metrics, 'num_samples': num_samples,
           'batch_size': batch_size, 'feature': feature, 'seed': seed,
           'inception': inception_source, 'probe_epochs': probe_epochs,
+          'standing_stats_batches': (None if module is not None
+                                     else standing_stats_batches),
           'data': {'name': config.data.name, 'split': config.data.split,
                    'eval_split': config.data.eval_split}},
       'metrics': {}, 'details': {}, 'notes': {}, 'grids': {},
@@ -576,8 +592,9 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
   if module is not None:
     nets = features_lib.load_from_module(module, config=config)
   else:
-    config, nets = features_lib.load_from_workdir(workdir,
-                                                  checkpoint=checkpoint)
+    config, nets = features_lib.load_from_workdir(
+        workdir, checkpoint=checkpoint,
+        standing_stats_batches=standing_stats_batches)
   result.update(step=nets.step, source=nets.source,
                 checkpoint=nets.path if nets.source == 'checkpoint' else None,
                 evaluated_at=datetime.datetime.now(
@@ -585,9 +602,11 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
   result['settings'].update(resolution=nets.resolution,
                             encoder_resolution=nets.encoder_resolution)
   result['notes']['networks'] = (
-      'EMA G and E of the checkpoint in inference mode; their batch norms use '
-      'the moving statistics copied from the live networks (export.py '
-      'recomputes standing statistics instead)'
+      ('EMA G and E of the checkpoint in inference mode; their batch norms '
+       f'use standing statistics over {standing_stats_batches} batches, as '
+       'export.py sets them' if standing_stats_batches else
+       'EMA G and E of the checkpoint in inference mode; their batch norms '
+       'use the moving statistics copied from the live networks')
       if nets.source == 'checkpoint' else
       'the module\'s encode / generate signatures')
   generative = [m for m in todo if m in GENERATIVE_METRICS]

@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
+from bigbigan_tf import export_lib
 from bigbigan_tf import train_lib
 
 # Encoder outputs usable as frozen features (DESIGN.md section 3.1).
@@ -75,19 +76,30 @@ class Networks:
     return {key: np.asarray(out[key]) for key in FEATURES}
 
 
-def load_from_workdir(workdir: str, *, checkpoint: Optional[str] = None
-                      ) -> Tuple[ml_collections.ConfigDict, Networks]:
+def load_from_workdir(
+    workdir: str, *, checkpoint: Optional[str] = None,
+    standing_stats_batches: int = export_lib.DEFAULT_STANDING_STATS_BATCHES,
+    standing_stats_batch_size: int = (
+        export_lib.DEFAULT_STANDING_STATS_BATCH_SIZE)
+) -> Tuple[ml_collections.ConfigDict, Networks]:
   """The EMA G and E of a training run's checkpoint, in inference mode.
 
-  The EMA networks' batch norms use the moving statistics copied from the
-  live networks at checkpoint time (see bigbigan_tf/ema.py); an exported
-  module may instead hold recomputed standing statistics, so its numbers can
-  differ slightly.
+  By default their batch norms get BigGAN's standing statistics, recomputed
+  exactly as export.py does (same batches, same seed), so a checkpoint and
+  its export give the same figures. With `standing_stats_batches=0` they keep
+  the moving statistics copied from the live networks at checkpoint time
+  (see bigbigan_tf/ema.py). Those belong to the live weights, not to the
+  averaged ones: on the offline default they cut the fraction of
+  reconstructions that keep the digit's label from 54% to 30%.
 
   Args:
     workdir: the directory train.py wrote to.
     checkpoint: a checkpoint path (W/checkpoints/ckpt-STEP); default: the
       latest.
+    standing_stats_batches: batches of standing statistics for G's and E's
+      batch norms (export.py's --standing_stats_batches); 0 keeps the
+      checkpoint's moving statistics.
+    standing_stats_batch_size: examples per standing-statistics batch.
 
   Returns:
     (config, networks).
@@ -107,6 +119,10 @@ def load_from_workdir(workdir: str, *, checkpoint: Optional[str] = None
     raise ModuleLoadError(str(e)) from e
   generator, encoder = state.ema_generator, state.ema_encoder
   m = config.model
+  # As export.py sets them (same batches, same seed).
+  export_lib.standing_statistics(config, generator, encoder,
+                                 num_batches=standing_stats_batches,
+                                 batch_size=standing_stats_batch_size)
   z_spec = tf.TensorSpec([None, m.z_dim], tf.float32)
   x_spec = tf.TensorSpec(
       [None, m.encoder_resolution, m.encoder_resolution, 3], tf.float32)
@@ -126,8 +142,11 @@ def load_from_workdir(workdir: str, *, checkpoint: Optional[str] = None
                   resolution=m.resolution,
                   encoder_resolution=m.encoder_resolution,
                   generate_fn=generate, encode_fn=encode, keep_alive=state)
-  logging.info('Evaluating the EMA networks of %s (step %d).', checkpoint,
-               nets.step)
+  nets.standing_stats_batches = standing_stats_batches
+  logging.info('Evaluating the EMA networks of %s (step %d), batch-norm '
+               'statistics: %s.', checkpoint, nets.step,
+               f'standing over {standing_stats_batches} batches'
+               if standing_stats_batches else 'the checkpoint\'s')
   return config, nets
 
 

@@ -33,6 +33,10 @@ _TRAIN_SPLIT = flags.DEFINE_string(
     'train_split', None, 'Split to fit on (default: the config data.split).')
 _EVAL_SPLIT = flags.DEFINE_string(
     'eval_split', None, 'Split to score (default: config data.eval_split).')
+_STANDING_STATS_BATCHES = flags.DEFINE_integer(
+    'standing_stats_batches', 16, 'Batches of BigGAN standing statistics for '
+    'the EMA encoder\'s batch norms (as export.py and evaluate.py); 0 keeps '
+    'the live networks\' moving statistics.', lower_bound=0)
 
 
 def _labelled_split(config, split):
@@ -100,8 +104,9 @@ def main(argv):
   (train_x, train_y), (eval_x, eval_y) = data[train_split], data[eval_split]
   for path in paths:
     try:
-      _, nets = features_lib.load_from_workdir(_WORKDIR.value,
-                                               checkpoint=path)
+      _, nets = features_lib.load_from_workdir(
+          _WORKDIR.value, checkpoint=path,
+          standing_stats_batches=_STANDING_STATS_BATCHES.value)
     except (FileNotFoundError, ValueError) as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)

@@ -22,7 +22,9 @@ def get_config():
   config.data.split = 'train'
   config.data.eval_split = 'test'
   # Digits: a mild crop keeps the digit whole; flips would change the symbol.
-  config.data.crop_min_area = 0.6
+  # At 0.8 (vs 0.6 and 1.0 = none, 5,000 steps each) the probe was as good
+  # as with 0.6 and G and the reconstructions better (README).
+  config.data.crop_min_area = 0.8
   config.data.random_flip = False
 
   config.model.z_dim = 64
