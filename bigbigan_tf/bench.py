@@ -3,6 +3,10 @@
   python -m bigbigan_tf.bench --preset=biggan32
   python -m bigbigan_tf.bench --config=bigbigan_tf/configs/mnist.py \
       --config.train.precision=mixed_bfloat16
+  # A preset with overrides:
+  python -m bigbigan_tf.bench \
+      --config=bigbigan_tf/configs/bench_presets.py:biggan32 \
+      --config.model.fused_resampling=False
 
 Prints one JSON object. An iteration is `optim.disc_iters` D steps plus one
 E/G step (and the EMA update), run by the same compiled loop train.py uses, fed
@@ -41,37 +45,10 @@ _MATMUL_SIZE = flags.DEFINE_integer(
 
 
 def preset_config(name: str):
-  """The benchmark presets: biggan32 and biggan128 (disc_iters = 1), and the
-  offline default config as it is."""
-  from bigbigan_tf.configs import mnist  # pylint: disable=g-import-not-at-top
-  config = mnist.get_config()
-  with config.unlocked():
-    if name in ('biggan32', 'biggan128'):
-      # The speed targets compare 1 D step + 1 E/G step with BigGAN-PyTorch,
-      # in float32 unless --precision says otherwise (the offline default
-      # config these start from trains in mixed_bfloat16).
-      config.optim.disc_iters = 1
-      config.train.precision = 'float32'
-    if name == 'biggan32':
-      # BigGAN-PyTorch's 32px G and D (ch 32, batch 16), offline default's E.
-      config.batch_size = 16
-      config.model.generator.ch = 32
-      config.model.discriminator.ch = 32
-    elif name == 'biggan128':
-      # 128px, ch 32, batch 8, attention at 64 (BigGAN-PyTorch's reference
-      # run), with a ResNet-v2-50 E at width 1/4 on 256px input.
-      config.batch_size = 8
-      config.model.resolution = 128
-      config.model.encoder_resolution = 256
-      config.model.generator.ch = 32
-      config.model.discriminator.ch = 32
-      config.model.generator.attention_resolution = 64
-      config.model.discriminator.attention_resolution = 64
-      config.model.encoder.blocks_per_stage = (3, 4, 6, 3)
-      config.model.encoder.width_multiplier = 0.25
-    elif name != 'default':
-      raise ValueError(f'Unknown preset {name!r}.')
-  return config
+  """The benchmark presets (configs/bench_presets.py): biggan32, biggan128
+  (disc_iters = 1, float32) and the offline default config as it is."""
+  from bigbigan_tf.configs import bench_presets  # pylint: disable=g-import-not-at-top
+  return bench_presets.get_config(name)
 
 
 def encoder_name(config) -> str:

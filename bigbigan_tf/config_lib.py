@@ -153,6 +153,7 @@ def save(config: ml_collections.ConfigDict, workdir: str) -> str:
 FIELDS_ADDED_LATER = {
     'model.encoder.stochastic': True,
     'optim.eg_reuses_d_forward': False,
+    'model.fused_resampling': False,
 }
 
 

@@ -82,12 +82,14 @@ class ConfigTest(tf.test.TestCase):
     config = tiny.get_config().to_dict()
     del config['optim']['eg_reuses_d_forward']
     del config['model']['encoder']['stochastic']
+    del config['model']['fused_resampling']
     with tempfile.TemporaryDirectory() as workdir:
       with open(os.path.join(workdir, config_lib.CONFIG_FILENAME), 'w') as f:
         json.dump(config, f)
       loaded = config_lib.load(workdir)
     self.assertFalse(loaded.optim.eg_reuses_d_forward)
     self.assertTrue(loaded.model.encoder.stochastic)
+    self.assertFalse(loaded.model.fused_resampling)
     # Resuming it with today's default is refused, naming the field.
     self.assertIn(('optim.eg_reuses_d_forward', False, True),
                   config_lib.diff(loaded, tiny.get_config()))

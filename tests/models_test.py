@@ -241,5 +241,73 @@ class SpectralNormTest(tf.test.TestCase):
     self.assertGreater(np.abs(grad - 1.0 / sigma).max(), 1e-3)
 
 
+class FusedResamplingTest(tf.test.TestCase):
+  """The fused resampling convolutions compute the literal networks."""
+
+  def test_upsampled_and_pooled_conv_equal_the_literal_order(self):
+    rng = np.random.default_rng(0)
+    for h, w, c_in, c_out in ((4, 4, 3, 5), (6, 2, 7, 4), (1, 1, 2, 3)):
+      with self.subTest(shape=(h, w, c_in, c_out)):
+        x = tf.constant(rng.standard_normal((2, h, w, c_in)), tf.float32)
+        k = tf.constant(rng.standard_normal((3, 3, c_in, c_out)), tf.float32)
+        pairs = [(lambda x, k: tf.nn.conv2d(layers.upsample2x(x), k, 1,
+                                            'SAME'),
+                  layers.upsampled_conv)]
+        if h % 2 == 0 and w % 2 == 0:
+          pairs.append((lambda x, k: layers.avgpool2x(
+              tf.nn.conv2d(x, k, 1, 'SAME')), layers.pooled_conv))
+        for literal, fused in pairs:
+          up = rng.standard_normal(literal(x, k).shape).astype(np.float32)
+          outs = []
+          for fn in (literal, fused):
+            with tf.GradientTape() as tape:
+              tape.watch([x, k])
+              y = fn(x, k)
+              loss = tf.reduce_sum(y * up)
+            outs.append([y] + tape.gradient(loss, [x, k]))
+          for want, got in zip(*outs):
+            self.assertEqual(want.shape, got.shape)
+            self.assertAllClose(want, got, atol=1e-4, rtol=1e-5)
+
+  def _twins(self, make, *inputs):
+    """A network built literal and fused, with the fused one's weights."""
+    literal, fused = make(False), make(True)
+    literal(*inputs)
+    fused(*inputs)
+    for a, b in zip(literal.weights, fused.weights):
+      self.assertEqual(a.shape, b.shape)
+      a.assign(b)
+    return literal, fused
+
+  def test_generator_and_discriminator_equal_the_literal_networks(self):
+    rng = np.random.default_rng(1)
+    z = tf.constant(rng.standard_normal((3, 16)), tf.float32)
+    for res in (32, 64):
+      with self.subTest(resolution=res):
+        x = tf.constant(rng.uniform(-1, 1, (3, res, res, 3)), tf.float32)
+        g = self._twins(lambda fused: gen_lib.Generator(
+            resolution=res, z_dim=16, ch=4, attention_resolution=16,
+            fused_resampling=fused), z)
+        d = self._twins(lambda fused: disc_lib.Discriminator(
+            resolution=res, ch=4, attention_resolution=16, h_width=8,
+            h_depth=1, j_width=8, j_depth=1, fused_resampling=fused), x, z)
+        outs = []
+        for gen, dis in zip(g, d):
+          # Training mode: batch statistics and power iterations too (both
+          # twins start from the same u, so they update it alike).
+          with tf.GradientTape() as tape:
+            fake = gen(z, training=True)
+            scores = dis(fake, z, training=True)
+            loss = sum(tf.reduce_sum(v) for v in scores.values())
+          outs.append([fake] + [scores[k] for k in sorted(scores)] +
+                      tape.gradient(loss, gen.trainable_weights +
+                                    dis.trainable_weights))
+        for want, got in zip(*outs):
+          self.assertAllClose(want, got, atol=2e-4, rtol=1e-4)
+        # The literal order is a different graph, not the same code path.
+        self.assertFalse(g[0].blocks[0].fused_resampling)
+        self.assertTrue(d[1].f.blocks[0].fused_resampling)
+
+
 if __name__ == '__main__':
   tf.test.main()

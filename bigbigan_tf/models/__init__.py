@@ -31,7 +31,8 @@ def build_networks(model_config: ml_collections.ConfigDict) -> Networks:
   generator = Generator(
       resolution=m.resolution, z_dim=m.z_dim, ch=g.ch,
       attention_resolution=g.attention_resolution, embed_dim=g.embed_dim,
-      bn_epsilon=g.bn_epsilon, bn_momentum=g.bn_momentum)
+      bn_epsilon=g.bn_epsilon, bn_momentum=g.bn_momentum,
+      fused_resampling=m.fused_resampling)
   encoder = Encoder(
       z_dim=m.z_dim, blocks_per_stage=tuple(e.blocks_per_stage),
       width_multiplier=e.width_multiplier, head_depth=e.head_depth,
@@ -40,7 +41,8 @@ def build_networks(model_config: ml_collections.ConfigDict) -> Networks:
   discriminator = Discriminator(
       resolution=m.resolution, ch=d.ch,
       attention_resolution=d.attention_resolution, h_width=d.h_width,
-      h_depth=d.h_depth, j_width=d.j_width, j_depth=d.j_depth)
+      h_depth=d.h_depth, j_width=d.j_width, j_depth=d.j_depth,
+      fused_resampling=m.fused_resampling)
   z = np.zeros((2, m.z_dim), np.float32)
   x = np.zeros((2, m.resolution, m.resolution, 3), np.float32)
   x_e = np.zeros((2, m.encoder_resolution, m.encoder_resolution, 3),
