@@ -79,8 +79,10 @@ class BenchCommandTest(tf.test.TestCase):
         [sys.executable, '-m', 'bigbigan_tf.bench',
          '--config=' + os.path.join(testing.REPO, 'bigbigan_tf', 'configs',
                                     'tiny.py'),
+         # A 1024 matmul (2 GFLOP) times this machine's rate reliably; a
+         # 256 one is mostly call overhead, which inflated MFU past 2.
          '--repeats=2', '--warmup=1', '--steps_per_call=1',
-         '--matmul_size=256'],
+         '--matmul_size=1024'],
         cwd=testing.REPO, capture_output=True, text=True, timeout=600,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])

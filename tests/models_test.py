@@ -282,7 +282,9 @@ class FusedResamplingTest(tf.test.TestCase):
   def test_generator_and_discriminator_equal_the_literal_networks(self):
     rng = np.random.default_rng(1)
     z = tf.constant(rng.standard_normal((3, 16)), tf.float32)
-    for res in (32, 64):
+    # 32px covers every path: G's upsampling blocks, F's pooled first block
+    # (no pre-activation), a pooled pre-activation block and plain blocks.
+    for res in (32,):
       with self.subTest(resolution=res):
         x = tf.constant(rng.uniform(-1, 1, (3, res, res, 3)), tf.float32)
         g = self._twins(lambda fused: gen_lib.Generator(
