@@ -142,7 +142,6 @@ def load_from_workdir(
                   resolution=m.resolution,
                   encoder_resolution=m.encoder_resolution,
                   generate_fn=generate, encode_fn=encode, keep_alive=state)
-  nets.standing_stats_batches = standing_stats_batches
   logging.info('Evaluating the EMA networks of %s (step %d), batch-norm '
                'statistics: %s.', checkpoint, nets.step,
                f'standing over {standing_stats_batches} batches'

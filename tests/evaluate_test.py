@@ -120,15 +120,13 @@ class EvaluateTest(tf.test.TestCase):
 
     # An independent reference: the restored EMA networks, called directly,
     # with the standing statistics export.py gives them (evaluate's default).
-    cls.config, cls.state, _ = train_lib.restore(cls.workdir)
-    _, moving_state, _ = train_lib.restore(cls.workdir)
-    cls.moving_fake = moving_state.ema_generator(
-        np.random.default_rng(SEED).standard_normal(
-            (NUM_SAMPLES, Z_DIM)).astype(np.float32), training=False).numpy()
-    cls.standing_stats = export_lib.standing_statistics(
-        cls.config, cls.state.ema_generator, cls.state.ema_encoder)
     z = np.random.default_rng(SEED).standard_normal(
         (NUM_SAMPLES, Z_DIM)).astype(np.float32)
+    cls.config, cls.state, _ = train_lib.restore(cls.workdir)
+    _, moving_state, _ = train_lib.restore(cls.workdir)
+    cls.moving_fake = moving_state.ema_generator(z, training=False).numpy()
+    cls.standing_stats = export_lib.standing_statistics(
+        cls.config, cls.state.ema_generator, cls.state.ema_encoder)
     cls.fake = cls.state.ema_generator(z, training=False).numpy()
     batch = next(iter(data_lib.make_dataset(
         cls.config.data, image_size=RES_E, batch_size=NUM_SAMPLES,
