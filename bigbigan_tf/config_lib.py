@@ -154,6 +154,8 @@ FIELDS_ADDED_LATER = {
     'model.encoder.stochastic': True,
     'optim.eg_reuses_d_forward': False,
     'model.fused_resampling': False,
+    'model.fused_resampling_min_size': 8,
+    'model.fused_batch_norm': True,
 }
 
 

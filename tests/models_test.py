@@ -1,7 +1,9 @@
 """Shapes, ranges, parameter counts and spectral norm of the networks."""
 
 import os
+from unittest import mock
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -155,12 +157,18 @@ class ParameterCountTest(tf.test.TestCase):
 
   def test_paper_scale_counts(self):
     config = imagenet128.get_config().model
-    g = gen_lib.Generator(resolution=128, z_dim=120, ch=96,
-                          attention_resolution=64, embed_dim=128)
-    g(np.zeros((1, 120), np.float32))
-    f = disc_lib.ImageDiscriminator(resolution=128, ch=96,
-                                    attention_resolution=64)
-    f(np.zeros((1, 128, 128, 3), np.float32))
+    # Counts do not depend on initial values: skip the orthogonal
+    # initialiser's QR decompositions of 156M weights (most of this test's
+    # time otherwise).
+    with mock.patch.object(keras.initializers.Orthogonal, '__call__',
+                           lambda self, shape, dtype=None: keras.ops.zeros(
+                               shape, dtype)):
+      g = gen_lib.Generator(resolution=128, z_dim=120, ch=96,
+                            attention_resolution=64, embed_dim=128)
+      g(np.zeros((1, 120), np.float32))
+      f = disc_lib.ImageDiscriminator(resolution=128, ch=96,
+                                      attention_resolution=64)
+      f(np.zeros((1, 128, 128, 3), np.float32))
     # BigGAN-PyTorch 128 ch96: G 70.43M with a 1000-class embedding (ours
     # keeps one constant vector); D 87.98M incl. a 1000 x 1536 projection
     # embedding; compare_gan ~86-88M.
@@ -307,8 +315,85 @@ class FusedResamplingTest(tf.test.TestCase):
         for want, got in zip(*outs):
           self.assertAllClose(want, got, atol=2e-4, rtol=1e-4)
         # The literal order is a different graph, not the same code path.
-        self.assertFalse(g[0].blocks[0].fused_resampling)
-        self.assertTrue(d[1].f.blocks[0].fused_resampling)
+        self.assertFalse(g[0].blocks[0].fuses(4))
+        self.assertTrue(g[1].blocks[0].fuses(4))
+        self.assertTrue(d[1].f.blocks[0].fuses(res))
+
+  def test_fused_min_size_picks_blocks_by_their_low_resolution_side(self):
+    up = layers.GBlock(4, bn_epsilon=1e-5, bn_momentum=0.9,
+                       fused_min_size=8)
+    down = layers.DBlock(4, downsample=True, preactivation=True,
+                         fused_min_size=8)
+    plain = layers.DBlock(4, downsample=False, preactivation=True)
+    self.assertEqual([up.fuses(s) for s in (4, 8, 16)], [False, True, True])
+    self.assertEqual([down.fuses(s) for s in (8, 16, 32)],
+                     [False, True, True])
+    self.assertFalse(plain.fuses(32))
+    config = tiny.get_config()
+    config.model.fused_resampling_min_size = 16
+    nets = build_networks(config.model)
+    g_in = [4 * 2 ** i for i in range(len(nets.generator.blocks))]
+    self.assertEqual([b.fuses(s) for b, s in zip(nets.generator.blocks,
+                                                 g_in)],
+                     [s >= 16 for s in g_in])
+
+
+class FusedBatchNormTest(tf.test.TestCase):
+  """layers.BatchNormalization's fused op computes Keras' batch norm."""
+
+  def _pair(self, shape, affine, momentum=0.9):
+    rng = np.random.default_rng(sum(shape))
+    bns = [layers.BatchNormalization(epsilon=1e-4, momentum=momentum,
+                                     center=affine, scale=affine,
+                                     fused=fused) for fused in (False, True)]
+    for bn in bns:
+      bn.build(shape)
+    for a, b in zip(bns[0].weights, bns[1].weights):
+      b.assign(a + rng.standard_normal(a.shape).astype(np.float32) * 0.1)
+      a.assign(b)
+    return bns
+
+  def test_training_and_inference_match_keras(self):
+    rng = np.random.default_rng(0)
+    for shape in ((4, 5, 3, 6), (7, 6)):
+      for affine in (True, False):
+        with self.subTest(shape=shape, affine=affine):
+          keras_bn, fused_bn = self._pair(shape, affine)
+          x = tf.constant(rng.standard_normal(shape) * 3 + 1, tf.float32)
+          up = tf.constant(rng.standard_normal(shape), tf.float32)
+          old_var = fused_bn.moving_variance.numpy()
+          outs = []
+          for bn in (keras_bn, fused_bn):
+            with tf.GradientTape() as tape:
+              tape.watch(x)
+              y = bn(x, training=True)
+              loss = tf.reduce_sum(y * up)
+            grads = tape.gradient(loss, [x] + bn.trainable_weights)
+            # Moving statistics after one update, then inference with them.
+            outs.append([y] + grads + [bn.moving_mean.numpy(),
+                                       bn.moving_variance.numpy(),
+                                       bn(x, training=False)])
+          self.assertLen(outs[1], 7 if affine else 5)
+          for want, got in zip(*outs):
+            self.assertEqual(want.shape, got.shape)
+            self.assertAllClose(want, got, atol=1e-4, rtol=1e-4)
+          # The moving variance averages the biased batch variance.
+          batch_var = np.var(x.numpy(), axis=tuple(range(len(shape) - 1)))
+          self.assertAllClose(outs[1][-2], 0.9 * old_var + 0.1 * batch_var,
+                              rtol=1e-5)
+
+  def test_uses_the_fused_op_and_falls_back(self):
+    x = tf.ones((2, 4, 4, 3))
+    fused_bn = layers.BatchNormalization(momentum=0.9)
+    keras_bn = layers.BatchNormalization(momentum=0.9, fused=False)
+    for bn, want in ((fused_bn, True), (keras_bn, False)):
+      ops_used = {op.type for op in tf.function(
+          lambda t, bn=bn: bn(t, training=True)).get_concrete_function(
+              x).graph.get_operations()}
+      self.assertEqual('FusedBatchNormV3' in ops_used, want, ops_used)
+    # A layer rebuilt from its config keeps the setting.
+    self.assertFalse(layers.BatchNormalization.from_config(
+        keras_bn.get_config()).fused)
 
 
 if __name__ == '__main__':

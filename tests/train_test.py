@@ -185,9 +185,15 @@ class TrainSubprocessTest(tf.test.TestCase):
              '--config.train.steps_per_loop=1']
     straight = self.create_tempdir().full_path
     resumed = self.create_tempdir().full_path
-    for workdir, steps in ((straight, 4), (resumed, 2), (resumed, 4)):
-      out = _run_train(workdir, f'--config.num_train_steps={steps}', *flags)
-      self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    # The straight run and the first half of the other run side by side.
+    procs = [_run_train(workdir, f'--config.num_train_steps={steps}', *flags,
+                        wait=False)
+             for workdir, steps in ((straight, 4), (resumed, 2))]
+    for proc in procs:
+      output, _ = proc.communicate(timeout=600)
+      self.assertEqual(proc.returncode, 0, output[-3000:])
+    out = _run_train(resumed, '--config.num_train_steps=4', *flags)
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     self.assertIn('Resumed from', out.stderr)
     a = tf.train.load_checkpoint(os.path.join(straight, 'checkpoints',
                                               'ckpt-4'))

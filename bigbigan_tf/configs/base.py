@@ -59,8 +59,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   # at the lower resolution and F's 3x3-conv-then-average-pool as one
   # stride-2 4x4 conv: the same networks and weights (equal up to float
   # rounding) with about a third fewer FLOPs in G and F. False = the literal
-  # order (faster at 128px in bf16 here; README, Performance).
+  # order everywhere (README, Performance).
   config.model.fused_resampling = True
+  # ... but only in blocks whose low-resolution side is at least this many
+  # pixels: below it (4x4 maps, hundreds of channels) oneDNN's strided and
+  # transposed convolutions were slower here than the literal order. 1 = all.
+  config.model.fused_resampling_min_size = 8
+  # Batch norm as TensorFlow's fused op (FusedBatchNormV3) instead of Keras'
+  # separate ops: the same function, 2-3x faster here (layers.BatchNormalization).
+  config.model.fused_batch_norm = True
 
   config.model.generator = ml_collections.ConfigDict()
   # Base channel width; block widths are ch times BigGAN's multipliers. Paper: 96.

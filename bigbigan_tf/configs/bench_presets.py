@@ -41,6 +41,10 @@ def get_config(name: str = 'biggan32'):
       config.model.discriminator.attention_resolution = 64
       config.model.encoder.blocks_per_stage = (3, 4, 6, 3)
       config.model.encoder.width_multiplier = 0.25
+      # Fused resampling from 16px up: the 8px blocks' 256-512 channels ran
+      # faster in the literal order on this CPU (bf16 -10%, fp32 the same;
+      # README, Performance).
+      config.model.fused_resampling_min_size = 16
     elif name != 'default':
       raise ValueError(f'Unknown preset {name!r}.')
   return config

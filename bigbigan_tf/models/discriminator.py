@@ -25,7 +25,8 @@ class ImageDiscriminator(layers.BlockStack, keras.Model):
   """F: x [B, R, R, 3] in [-1, 1] -> (features [B, 16ch or 4ch], s_x [B])."""
 
   def __init__(self, *, resolution: int, ch: int, attention_resolution: int = 0,
-               fused_resampling: bool = True, name: str = 'F', **kwargs):
+               fused_resampling: bool = True, fused_min_size: int = 1,
+               name: str = 'F', **kwargs):
     super().__init__(name=name, **kwargs)
     if resolution not in D_ARCH:
       raise ValueError(f'Discriminator resolution {resolution} is not one of '
@@ -38,6 +39,7 @@ class ImageDiscriminator(layers.BlockStack, keras.Model):
       blocks.append(layers.DBlock(mult * ch, downsample=d,
                                   preactivation=i > 0,
                                   fused_resampling=fused_resampling,
+                                  fused_min_size=fused_min_size,
                                   name=f'block{i}'))
       res = res // 2 if d else res
       if res == attention_resolution and self.attention_after < 0 and d:
@@ -98,12 +100,13 @@ class Discriminator(keras.Model):
 
   def __init__(self, *, resolution: int, ch: int, attention_resolution: int,
                h_width: int, h_depth: int, j_width: int, j_depth: int,
-               fused_resampling: bool = True, name: str = 'discriminator',
-               **kwargs):
+               fused_resampling: bool = True, fused_min_size: int = 1,
+               name: str = 'discriminator', **kwargs):
     super().__init__(name=name, **kwargs)
     self.f = ImageDiscriminator(resolution=resolution, ch=ch,
                                 attention_resolution=attention_resolution,
-                                fused_resampling=fused_resampling)
+                                fused_resampling=fused_resampling,
+                                fused_min_size=fused_min_size)
     self.h = LatentDiscriminator(width=h_width, depth=h_depth)
     self.j = JointDiscriminator(width=j_width, depth=j_depth)
 

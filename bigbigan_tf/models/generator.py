@@ -33,16 +33,16 @@ class Generator(layers.BlockStack, keras.Model):
   makes the 4x4 map, each other conditions one block's two batch norms. With
   `embed_dim` > 0 a learned constant vector (the single class embedding an
   unconditional BigGAN keeps; the official weights' port feeds one) is joined
-  to every chunk. `fused_resampling` computes each block's upsampling
-  convolutions at the lower resolution (layers.GBlock): the same function
-  with fewer FLOPs.
+  to every chunk. `fused_resampling` computes the upsampling convolutions
+  of each block whose input is at least `fused_min_size` pixels wide at the
+  lower resolution (layers.GBlock): the same function with fewer FLOPs.
   """
 
   def __init__(self, *, resolution: int, z_dim: int, ch: int,
                attention_resolution: int = 0, embed_dim: int = 0,
                bn_epsilon: float = 1e-5, bn_momentum: float = 0.99,
-               fused_resampling: bool = True, name: str = 'generator',
-               **kwargs):
+               fused_resampling: bool = True, fused_min_size: int = 1,
+               name: str = 'generator', **kwargs):
     super().__init__(name=name, **kwargs)
     if resolution not in G_ARCH:
       raise ValueError(f'Generator resolution {resolution} is not one of '
@@ -59,7 +59,8 @@ class Generator(layers.BlockStack, keras.Model):
     for i, mult in enumerate(out_mult):
       blocks.append(layers.GBlock(
           mult * ch, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum,
-          fused_resampling=fused_resampling, name=f'block{i}'))
+          fused_resampling=fused_resampling, fused_min_size=fused_min_size,
+          name=f'block{i}'))
       res *= 2
       if res == attention_resolution:
         self.attention_after = i
