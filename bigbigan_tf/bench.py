@@ -7,6 +7,10 @@
   python -m bigbigan_tf.bench \
       --config=bigbigan_tf/configs/bench_presets.py:biggan32 \
       --config.model.fused_resampling=False
+  # A/B in one process: the config and each variant, timed alternately:
+  python -m bigbigan_tf.bench --preset=biggan32 --repeats=16 \
+      --compare='model.fused_batch_norm=False' \
+      --compare='model.fused_resampling=False;model.fused_batch_norm=False'
 
 Prints one JSON object. An iteration is `optim.disc_iters` D steps plus one
 E/G step (and the EMA update), run by the same compiled loop train.py uses, fed
@@ -15,8 +19,17 @@ iteration (forward FLOPs of E, G and D from their op shapes, times the usual
 backward multipliers; see iteration_flops) / its median time /
 this machine's dense-matmul FLOP/s, measured in the same run at the same
 precision.
+
+With --compare, the config and each variant (overrides `key=value;...`) are
+built in one process and their loop calls alternate (the order reversed every
+round), so the machine's drift hits all alike; it prints each one's median
+time and the median of its per-round ratio to the config's. A shared, noisy
+machine moves separate runs by +-10%, more than many changes buy.
 """
 
+import ast
+
+import copy
 import json
 import os
 import resource
@@ -39,6 +52,11 @@ _REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed loop calls.')
 _STEPS = flags.DEFINE_integer('steps_per_call', 2,
                               'Iterations per compiled loop call.')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed loop calls first.')
+_COMPARE = flags.DEFINE_multi_string(
+    'compare', [], "A variant to time against the config in the same "
+    "process: overrides 'key=value;key=value' (e.g. "
+    "'model.fused_batch_norm=False'). Repeatable. Prints a comparison "
+    'instead of the usual figures.')
 _MATMUL_SIZE = flags.DEFINE_integer(
     'matmul_size', 2048, 'Side of the square matmul that measures this '
     "machine's dense FLOP/s (the MFU denominator).")
@@ -133,6 +151,103 @@ def iteration_flops(config, nets) -> dict:
           'discriminator_forward_2b': f_d, 'iteration': total}
 
 
+def with_overrides(config, overrides: str):
+  """A copy of `config` with 'key=value;key=value' applied (typed like the
+  field they replace).
+
+  Raises:
+    ValueError: naming the key or value that does not fit.
+  """
+  config = copy.deepcopy(config)
+  for item in filter(None, (i.strip() for i in overrides.split(';'))):
+    key, eq, text = item.partition('=')
+    if not eq:
+      raise ValueError(f'--compare item {item!r} is not key=value.')
+    *parents, leaf = key.strip().split('.')
+    node = config
+    try:
+      for name in parents:
+        node = node[name]
+      old = node[leaf]
+    except (KeyError, AttributeError, TypeError):
+      raise ValueError(f'--compare: {key!r} is not a config field.') from None
+    text = text.strip()
+    try:
+      if isinstance(old, bool):
+        if text.lower() not in ('true', 'false'):
+          raise ValueError(text)
+        value = text.lower() == 'true'
+      elif isinstance(old, (int, float)):
+        value = type(old)(ast.literal_eval(text))
+      elif isinstance(old, str):
+        value = text
+      else:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      raise ValueError(f'--compare: {text!r} is not a valid value for {key} '
+                       f'(now {old!r}).') from None
+    with config.unlocked():
+      node[leaf] = value
+  return config
+
+
+def compare(config, variants, *, rounds: int, steps_per_call: int,
+            warmup: int) -> dict:
+  """Times `config` and each variant's iteration alternately, in one process.
+
+  Args:
+    config: the base config.
+    variants: [(overrides text, its config from `with_overrides`)].
+    rounds: timed loop calls of each; round r runs them in order, reversed
+      when r is odd.
+
+  Returns:
+    {'compare': [{'overrides', 'iteration_s_median', 'iteration_s_all',
+    'ratio_to_base_median'}, ...]} with the base config first.
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
+
+  named = [('(config)', config)] + list(variants)
+  runs = []
+  for name, cfg in named:
+    config_lib.validate(cfg)
+    # The dtype policy is read when layers are made: set it per variant.
+    keras.config.set_dtype_policy(cfg.train.precision)
+    trainer = train_lib.Trainer(train_lib.TrainState(cfg),
+                                tf.distribute.get_strategy())
+    iterator = iter(data_lib.make_dataset(
+        cfg.data, image_size=cfg.model.encoder_resolution,
+        batch_size=cfg.batch_size, training=True, seed=cfg.seed))
+    runs.append((name, trainer, iterator))
+  n = tf.constant(steps_per_call, tf.int32)
+  for _, trainer, iterator in runs:
+    for _ in range(max(warmup, 1)):
+      trainer.train_loop(iterator, n)['d_loss'].numpy()
+  times = [[] for _ in runs]
+  for r in range(rounds):
+    order = list(range(len(runs)))
+    for i in (order if r % 2 == 0 else order[::-1]):
+      _, trainer, iterator = runs[i]
+      t0 = time.perf_counter()
+      trainer.train_loop(iterator, n)['d_loss'].numpy()
+      times[i].append((time.perf_counter() - t0) / steps_per_call)
+  rows = []
+  for (name, _, _), ts in zip(runs, times):
+    rows.append({
+        'overrides': name,
+        'iteration_s_median': round(statistics.median(ts), 4),
+        'iteration_s_all': [round(t, 4) for t in ts],
+        'ratio_to_base_median': round(statistics.median(
+            [a / b for a, b in zip(ts, times[0])]), 3),
+    })
+  return {'compare': rows, 'rounds': rounds,
+          'precision': config.train.precision, 'encoder': encoder_name(config)}
+
+
 def run(config, *, repeats: int, steps_per_call: int, warmup: int,
         matmul_size: int = 2048) -> dict:
   """Measures `config`'s training iteration; returns the figures."""
@@ -220,6 +335,16 @@ def main(argv):
     if _JIT.value is not None:
       config.train.jit_compile = _JIT.value
   result = {'preset': _PRESET.value}
+  if _COMPARE.value:
+    try:
+      variants = [(v, with_overrides(config, v)) for v in _COMPARE.value]
+    except ValueError as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
+    result.update(compare(config, variants, rounds=_REPEATS.value,
+                          steps_per_call=_STEPS.value, warmup=_WARMUP.value))
+    print(json.dumps(result))
+    return
   result.update(run(config, repeats=_REPEATS.value,
                     steps_per_call=_STEPS.value, warmup=_WARMUP.value,
                     matmul_size=_MATMUL_SIZE.value))

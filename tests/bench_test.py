@@ -72,6 +72,40 @@ class PresetTest(tf.test.TestCase):
                      default.to_dict())
 
 
+class CompareTest(tf.test.TestCase):
+
+  def test_overrides_are_typed_like_their_fields(self):
+    config = tiny.get_config()
+    variant = bench.with_overrides(
+        config, 'model.fused_batch_norm=false; model.fused_resampling_min_size'
+        '=16;model.encoder.blocks_per_stage=(1, 2);optim.d_lr=1e-3')
+    self.assertIs(variant.model.fused_batch_norm, False)
+    self.assertEqual(variant.model.fused_resampling_min_size, 16)
+    self.assertEqual(tuple(variant.model.encoder.blocks_per_stage), (1, 2))
+    self.assertEqual(variant.optim.d_lr, 1e-3)
+    self.assertTrue(config.model.fused_batch_norm)  # the original is kept
+    for bad, message in (('model.nope=1', "'model.nope' is not a config"),
+                         ('model.fused_batch_norm=maybe', 'not a valid value'),
+                         ('optim.d_lr=fast', 'not a valid value'),
+                         ('model', 'is not key=value')):
+      with self.assertRaisesRegex(ValueError, message):
+        bench.with_overrides(config, bad)
+
+  def test_times_the_config_and_a_variant_alternately(self):
+    config = tiny.get_config()
+    variant = 'model.fused_resampling=False'
+    result = bench.compare(
+        config, [(variant, bench.with_overrides(config, variant))],
+        rounds=3, steps_per_call=1, warmup=1)
+    rows = result['compare']
+    self.assertEqual([r['overrides'] for r in rows], ['(config)', variant])
+    self.assertEqual(rows[0]['ratio_to_base_median'], 1.0)
+    for row in rows:
+      self.assertLen(row['iteration_s_all'], 3)
+      self.assertGreater(row['iteration_s_median'], 0)
+      self.assertGreater(row['ratio_to_base_median'], 0)
+
+
 class BenchCommandTest(tf.test.TestCase):
 
   def test_prints_one_json_object_with_the_figures(self):
@@ -103,6 +137,14 @@ class BenchCommandTest(tf.test.TestCase):
                          timeout=120)
     self.assertEqual(out.returncode, 2)
     self.assertIn('--preset', out.stderr)
+
+  def test_bad_compare_override_is_an_error(self):
+    out = subprocess.run([sys.executable, '-m', 'bigbigan_tf.bench',
+                          '--preset=biggan32', '--compare=model.fused=1'],
+                         cwd=testing.REPO, capture_output=True, text=True,
+                         timeout=120)
+    self.assertEqual(out.returncode, 2, out.stderr[-2000:])
+    self.assertIn("'model.fused' is not a config field", out.stderr)
 
 
 if __name__ == '__main__':
