@@ -28,7 +28,6 @@ machine moves separate runs by +-10%, more than many changes buy.
 """
 
 import ast
-
 import copy
 import json
 import os
@@ -151,6 +150,33 @@ def iteration_flops(config, nets) -> dict:
           'discriminator_forward_2b': f_d, 'iteration': total}
 
 
+def _build_trainer(config):
+  """(TrainState, Trainer, dataset) for `config`, as train.py makes them."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
+
+  config_lib.validate(config)
+  # The dtype policy is read when layers are made.
+  keras.config.set_dtype_policy(config.train.precision)
+  state = train_lib.TrainState(config)
+  trainer = train_lib.Trainer(state, tf.distribute.get_strategy())
+  ds = data_lib.make_dataset(config.data,
+                             image_size=config.model.encoder_resolution,
+                             batch_size=config.batch_size, training=True,
+                             seed=config.seed)
+  return state, trainer, ds
+
+
+def _loop_call_s(trainer, iterator, n) -> float:
+  """Wall time of one compiled loop call of n iterations, to the result."""
+  t0 = time.perf_counter()
+  trainer.train_loop(iterator, n)['d_loss'].numpy()
+  return time.perf_counter() - t0
+
+
 def with_overrides(config, overrides: str):
   """A copy of `config` with 'key=value;key=value' applied (typed like the
   field they replace).
@@ -205,36 +231,22 @@ def compare(config, variants, *, rounds: int, steps_per_call: int,
     {'compare': [{'overrides', 'iteration_s_median', 'iteration_s_all',
     'ratio_to_base_median'}, ...]} with the base config first.
   """
-  import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
-  from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
-  from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
 
-  named = [('(config)', config)] + list(variants)
   runs = []
-  for name, cfg in named:
-    config_lib.validate(cfg)
-    # The dtype policy is read when layers are made: set it per variant.
-    keras.config.set_dtype_policy(cfg.train.precision)
-    trainer = train_lib.Trainer(train_lib.TrainState(cfg),
-                                tf.distribute.get_strategy())
-    iterator = iter(data_lib.make_dataset(
-        cfg.data, image_size=cfg.model.encoder_resolution,
-        batch_size=cfg.batch_size, training=True, seed=cfg.seed))
-    runs.append((name, trainer, iterator))
+  for name, cfg in [('(config)', config)] + list(variants):
+    _, trainer, ds = _build_trainer(cfg)
+    runs.append((name, trainer, iter(ds)))
   n = tf.constant(steps_per_call, tf.int32)
   for _, trainer, iterator in runs:
     for _ in range(max(warmup, 1)):
-      trainer.train_loop(iterator, n)['d_loss'].numpy()
+      _loop_call_s(trainer, iterator, n)
   times = [[] for _ in runs]
   for r in range(rounds):
     order = list(range(len(runs)))
     for i in (order if r % 2 == 0 else order[::-1]):
       _, trainer, iterator = runs[i]
-      t0 = time.perf_counter()
-      trainer.train_loop(iterator, n)['d_loss'].numpy()
-      times[i].append((time.perf_counter() - t0) / steps_per_call)
+      times[i].append(_loop_call_s(trainer, iterator, n) / steps_per_call)
   rows = []
   for (name, _, _), ts in zip(runs, times):
     rows.append({
@@ -251,32 +263,15 @@ def compare(config, variants, *, rounds: int, steps_per_call: int,
 def run(config, *, repeats: int, steps_per_call: int, warmup: int,
         matmul_size: int = 2048) -> dict:
   """Measures `config`'s training iteration; returns the figures."""
-  import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
-  from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
-  from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
 
-  config_lib.validate(config)
-  keras.config.set_dtype_policy(config.train.precision)
-  strategy = tf.distribute.get_strategy()
-  state = train_lib.TrainState(config)
-  trainer = train_lib.Trainer(state, strategy)
-  ds = data_lib.make_dataset(config.data,
-                             image_size=config.model.encoder_resolution,
-                             batch_size=config.batch_size, training=True,
-                             seed=config.seed)
+  state, trainer, ds = _build_trainer(config)
   iterator = iter(ds)
   n = tf.constant(steps_per_call, tf.int32)
-  start = time.perf_counter()
-  for _ in range(max(warmup, 1)):
-    trainer.train_loop(iterator, n)['d_loss'].numpy()
-  warmup_s = time.perf_counter() - start
-  per_call = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    trainer.train_loop(iterator, n)['d_loss'].numpy()
-    per_call.append((time.perf_counter() - t0) / steps_per_call)
+  warmup_s = sum(_loop_call_s(trainer, iterator, n)
+                 for _ in range(max(warmup, 1)))
+  per_call = [_loop_call_s(trainer, iterator, n) / steps_per_call
+              for _ in range(repeats)]
   iteration_s = statistics.median(per_call)
 
   # The input pipeline alone: batches per second after a warm-up.

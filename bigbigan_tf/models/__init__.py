@@ -5,10 +5,10 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 
+from bigbigan_tf.models import layers
 from bigbigan_tf.models.discriminator import Discriminator
 from bigbigan_tf.models.encoder import Encoder
 from bigbigan_tf.models.generator import Generator
-from bigbigan_tf.models import layers
 
 
 class Networks(NamedTuple):
