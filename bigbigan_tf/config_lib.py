@@ -156,6 +156,7 @@ FIELDS_ADDED_LATER = {
     'model.fused_resampling': False,
     'model.fused_resampling_min_size': 8,
     'model.fused_batch_norm': True,
+    'optim.fused_adam': True,
 }
 
 

@@ -30,6 +30,7 @@ from bigbigan_tf import ema as ema_lib
 from bigbigan_tf import grids
 from bigbigan_tf import losses
 from bigbigan_tf import models
+from bigbigan_tf import optimizers
 
 CHECKPOINT_DIR = 'checkpoints'
 
@@ -65,8 +66,8 @@ class TrainState:
     o = config.optim
 
     def adam(lr, variables):
-      opt = keras.optimizers.Adam(learning_rate=lr, beta_1=o.beta1,
-                                  beta_2=o.beta2, epsilon=o.epsilon)
+      opt = optimizers.Adam(learning_rate=lr, beta_1=o.beta1, beta_2=o.beta2,
+                            epsilon=o.epsilon, fused=o.fused_adam)
       # Built here, in the strategy scope: a lazily built Adam fails on the
       # first distributed step.
       opt.build(variables)

@@ -136,6 +136,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # fakes). False: the E/G step draws a new z and recomputes both
   # (BigGAN-PyTorch). The real batch is the last D step's either way.
   config.optim.eg_reuses_d_forward = True
+  # Adam's update as one TensorFlow op per variable (`optimizers.Adam`; the
+  # same formula and variables as Keras' Adam, whose ~20 small ops per
+  # variable it replaces). False: Keras' own update.
+  config.optim.fused_adam = True
   # Weight of BigGAN's orthogonal regularisation on G (BigGAN: 1e-4); off by default.
   config.optim.g_ortho_reg = 0.0
 
