@@ -248,6 +248,29 @@ class SpectralNormTest(tf.test.TestCase):
     sigma = layer.spectral_norm_estimate().numpy()
     self.assertGreater(np.abs(grad - 1.0 / sigma).max(), 1e-3)
 
+  def test_gradient_is_pytorchs_formula(self):
+    # PyTorch's spectral_norm: W_sn = W / sigma with sigma = v^T W u, u and
+    # v held constant, so dL/dW = G / sigma - (sum(G * W) / sigma^2) v u^T
+    # for G = dL/dW_sn.
+    rng = np.random.default_rng(3)
+    layer = layers.SNDense(4, use_bias=False)
+    x = np.eye(6, dtype=np.float32)
+    layer(x)
+    layer.kernel.assign(rng.standard_normal((6, 4)).astype(np.float32))
+    g = rng.standard_normal((6, 4)).astype(np.float32)
+    with tf.GradientTape() as tape:
+      # Not training: no power iteration, u is the stored one.
+      loss = tf.reduce_sum(layer(x, training=False) * g)
+    grad = tape.gradient(loss, layer.kernel).numpy()
+    w = layer.kernel.numpy().astype(np.float64)
+    u = layer.sn_u.numpy().astype(np.float64)
+    wu = w @ u
+    sigma = np.linalg.norm(wu)
+    v = wu / sigma
+    want = g / sigma - (np.sum(g * w) / sigma**2) * np.outer(v, u)
+    self.assertAllClose(grad, want, rtol=1e-4, atol=1e-5)
+    self.assertAllClose(layer.spectral_norm_estimate(), sigma, rtol=1e-5)
+
 
 class FusedResamplingTest(tf.test.TestCase):
   """The fused resampling convolutions compute the literal networks."""
@@ -276,6 +299,8 @@ class FusedResamplingTest(tf.test.TestCase):
           for want, got in zip(*outs):
             self.assertEqual(want.shape, got.shape)
             self.assertAllClose(want, got, atol=1e-4, rtol=1e-5)
+    with self.assertRaisesRegex(ValueError, 'even height and width'):
+      layers.pooled_conv(tf.zeros([1, 3, 4, 2]), tf.zeros([3, 3, 2, 2]))
 
   def _twins(self, make, *inputs):
     """A network built literal and fused, with the fused one's weights."""

@@ -92,21 +92,26 @@ class _SpectralNorm(keras.layers.Layer):
     u = ops.cast(self.sn_u, 'float32')
     for _ in range(self.power_iterations if training else 0):
       v = _l2_normalize(ops.matmul(w_mat, u), self.sn_epsilon)
-      u = _l2_normalize(ops.matmul(ops.transpose(w_mat), v), self.sn_epsilon)
+      u = _l2_normalize(ops.matmul(v, w_mat), self.sn_epsilon)
     u = ops.stop_gradient(u)
-    v = ops.stop_gradient(_l2_normalize(ops.matmul(w_mat, u), self.sn_epsilon))
     if training and self.power_iterations:
       self.sn_u.assign(u)
-    sigma = ops.sum(v * ops.matmul(w_mat, u))
-    return w / sigma
+    return w * (1.0 / self._sigma(w_mat, u))
+
+  def _sigma(self, w_mat, u):
+    """sigma = v . W u with v = W u / |W u|, i.e. |W u|.
+
+    Written as the norm: the same value, and with u held constant the same
+    gradient (v u^T) as PyTorch's spectral_norm, in fewer ops.
+    """
+    wu = ops.matmul(w_mat, u)
+    return ops.sqrt(ops.maximum(ops.sum(ops.square(wu)), self.sn_epsilon))
 
   def spectral_norm_estimate(self):
     """Current sigma(W) estimate from the stored u (no update)."""
     w_mat = ops.reshape(ops.cast(self.kernel, 'float32'),
                         (-1, self.kernel.shape[-1]))
-    u = ops.cast(self.sn_u, 'float32')
-    v = _l2_normalize(ops.matmul(w_mat, u), self.sn_epsilon)
-    return ops.sum(v * ops.matmul(w_mat, u))
+    return self._sigma(w_mat, ops.cast(self.sn_u, 'float32'))
 
 
 class SNDense(_SpectralNorm):
@@ -209,8 +214,14 @@ def pooled_conv(x, w):
   """
   k = sum(ops.pad(w, ((a, 1 - a), (b, 1 - b), (0, 0), (0, 0)))
           for a in range(2) for b in range(2)) * 0.25
-  return ops.conv(ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))),
-                  ops.cast(k, x.dtype), strides=2, padding='valid')
+  # The conv needs one pixel of zeros on each side; for a 4x4 kernel at
+  # stride 2 on an even size that is exactly 'same' padding, which the conv
+  # does itself (no padded copy of x, and no slicing of its gradient).
+  if x.shape[1] is not None and x.shape[1] % 2 or (
+      x.shape[2] is not None and x.shape[2] % 2):
+    raise ValueError(f'pooled_conv needs an even height and width, got '
+                     f'{tuple(x.shape)}.')
+  return ops.conv(x, ops.cast(k, x.dtype), strides=2, padding='same')
 
 
 def batch_norm(*, epsilon: float, momentum: float, affine: bool,
