@@ -217,8 +217,7 @@ def pooled_conv(x, w):
   # The conv needs one pixel of zeros on each side; for a 4x4 kernel at
   # stride 2 on an even size that is exactly 'same' padding, which the conv
   # does itself (no padded copy of x, and no slicing of its gradient).
-  if x.shape[1] is not None and x.shape[1] % 2 or (
-      x.shape[2] is not None and x.shape[2] % 2):
+  if any(side is not None and side % 2 for side in x.shape[1:3]):
     raise ValueError(f'pooled_conv needs an even height and width, got '
                      f'{tuple(x.shape)}.')
   return ops.conv(x, ops.cast(k, x.dtype), strides=2, padding='same')
