@@ -272,6 +272,62 @@ class SpectralNormTest(tf.test.TestCase):
     self.assertAllClose(layer.spectral_norm_estimate(), sigma, rtol=1e-5)
 
 
+class PointwiseConvTest(tf.test.TestCase):
+  """1x1 convolutions as matmuls compute the convolution."""
+
+  def test_equals_the_convolution_with_gradients(self):
+    rng = np.random.default_rng(0)
+    # (height, width, strides): square, odd and non-square maps, strided
+    # below and above the slice threshold (which takes the conv).
+    for h, w, s in ((4, 4, 1), (3, 5, 1), (4, 4, 2), (5, 3, 2), (6, 7, 3),
+                    (16, 16, 2)):
+      with self.subTest(shape=(h, w), strides=s):
+        x = tf.constant(rng.standard_normal((2, h, w, 3)), tf.float32)
+        k = tf.constant(rng.standard_normal((1, 1, 3, 4)), tf.float32)
+        want_y = tf.nn.conv2d(x, k, s, 'SAME')
+        up = tf.constant(rng.standard_normal(want_y.shape), tf.float32)
+        outs = []
+        for fn in (lambda x, k: tf.nn.conv2d(x, k, s, 'SAME'),
+                   lambda x, k: layers.pointwise_conv(x, k, s)):
+          with tf.GradientTape() as tape:
+            tape.watch([x, k])
+            y = fn(x, k)
+            loss = tf.reduce_sum(y * up)
+          outs.append([y] + tape.gradient(loss, [x, k]))
+        for want, got in zip(*outs):
+          self.assertEqual(want.shape, got.shape)
+          self.assertAllClose(want, got, atol=1e-5, rtol=1e-5)
+
+  def test_runs_as_a_matmul_and_falls_back_to_the_conv(self):
+    def op_types(shape, strides):
+      x = tf.TensorSpec(shape, tf.float32)
+      k = tf.TensorSpec([1, 1, 3, 4], tf.float32)
+      graph = tf.function(lambda x, k: layers.pointwise_conv(
+          x, k, strides)).get_concrete_function(x, k).graph
+      return {op.type for op in graph.get_operations()}
+    self.assertIn('MatMul', op_types([2, 4, 4, 3], 1))
+    self.assertNotIn('Conv2D', op_types([2, 4, 4, 3], 1))
+    self.assertIn('MatMul', op_types([2, 8, 8, 3], 2))
+    # Over the strided threshold, and with unknown height / width: the conv.
+    self.assertIn('Conv2D', op_types([2, 16, 16, 3], 2))
+    self.assertIn('Conv2D', op_types([2, None, None, 3], 1))
+
+  def test_conv2d_layer_matches_keras_and_shares_its_checkpoints(self):
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.standard_normal((2, 6, 6, 5)), tf.float32)
+    for kernel_size, strides in ((1, 1), (1, 2), (3, 2)):
+      with self.subTest(kernel_size=kernel_size, strides=strides):
+        kwargs = dict(filters=4, kernel_size=kernel_size, strides=strides,
+                      padding='same', use_bias=False)
+        ours, theirs = layers.Conv2D(**kwargs), keras.layers.Conv2D(**kwargs)
+        ours(x), theirs(x)
+        tf.train.Checkpoint(layer=ours).read(
+            tf.train.Checkpoint(layer=theirs).write(
+                os.path.join(self.get_temp_dir(), f'c{kernel_size}{strides}'))
+        ).assert_consumed()
+        self.assertAllClose(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
 class FusedResamplingTest(tf.test.TestCase):
   """The fused resampling convolutions compute the literal networks."""
 

@@ -16,9 +16,9 @@ _STAGE_WIDTHS = (64, 128, 256, 512)  # bottleneck widths; outputs are 4x
 
 
 def _conv(filters, kernel_size, strides=1, name=None):
-  return keras.layers.Conv2D(filters, kernel_size, strides=strides,
-                             padding='same', use_bias=False,
-                             kernel_initializer='he_normal', name=name)
+  return layers.Conv2D(filters, kernel_size, strides=strides,
+                       padding='same', use_bias=False,
+                       kernel_initializer='he_normal', name=name)
 
 
 class BottleneckV2(keras.layers.Layer):

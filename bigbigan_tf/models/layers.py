@@ -155,7 +155,9 @@ class SNConv2D(_SpectralNorm):
     resolution (`upsampled_conv`, 3x3 kernels only). 'pool':
     avgpool2x(conv(x)) as one stride-2 conv (`pooled_conv`, 3x3 only)."""
     w = ops.cast(self.normalized_kernel(training), self.compute_dtype)
-    if resample is None:
+    if resample is None and self.kernel_size == 1:
+      y = pointwise_conv(x, w)
+    elif resample is None:
       y = ops.conv(x, w, strides=1, padding='same')
     elif resample == 'up' and self.kernel_size == 3:
       y = upsampled_conv(x, w)
@@ -170,6 +172,54 @@ class SNConv2D(_SpectralNorm):
 
   def compute_output_shape(self, input_shape):
     return tuple(input_shape[:-1]) + (self.filters,)
+
+
+# A strided 1x1 conv is a slice then a matmul only up to this many input
+# pixels: above it the slice's gradient costs more than the matmul saves.
+POINTWISE_STRIDED_MAX_PIXELS = 64
+
+
+def pointwise_conv(x, w, strides: int = 1):
+  """conv(x, w, strides, 'same') for a 1x1 kernel w, as one matmul.
+
+  A 1x1 convolution is a matmul over the channels of every pixel: the same
+  map, but oneDNN's matmul and its gradients run 1.4-4x faster here than its
+  1x1 convolution (fwd + both grads, bf16: 4.9 vs 1.3 ms at 1x1x512 -> 1024,
+  1.55 vs 0.87 ms at 8x8x128, 2.2 vs 1.5 ms at 16x16x128, batch 16-32).
+  Strided, the 1x1 taps are every `strides`-th pixel from the first ('same'
+  pads nothing for a 1x1 kernel); the slice's gradient is slow on large maps,
+  so over POINTWISE_STRIDED_MAX_PIXELS input pixels the conv runs instead.
+  Falls back to the conv when the height or width is not static.
+
+  x [B, H, W, C], w [1, 1, C, O] -> [B, ceil(H/s), ceil(W/s), O].
+  """
+  height, width, channels = x.shape[1:]
+  out = w.shape[-1]
+  if (height is None or width is None or (
+      strides > 1 and height * width > POINTWISE_STRIDED_MAX_PIXELS)):
+    return ops.conv(x, w, strides=strides, padding='same')
+  if strides > 1:
+    x = x[:, ::strides, ::strides, :]
+    height, width = x.shape[1], x.shape[2]
+  y = ops.matmul(ops.reshape(x, (-1, channels)), ops.reshape(w, (channels, out)))
+  return ops.reshape(y, (-1, height, width, out))
+
+
+class Conv2D(keras.layers.Conv2D):
+  """keras.layers.Conv2D whose 1x1 kernels run as matmuls (`pointwise_conv`).
+
+  Same weights, config and checkpoints as keras.layers.Conv2D; other
+  kernels, and 1x1 kernels with 'valid' padding, dilation, groups or
+  channels-first data, take Keras' convolution.
+  """
+
+  def convolution_op(self, inputs, kernel):
+    if (tuple(self.kernel_size) == (1, 1) and self.padding == 'same'
+        and self.data_format == 'channels_last'
+        and self.strides[0] == self.strides[1]
+        and tuple(self.dilation_rate) == (1, 1) and self.groups == 1):
+      return pointwise_conv(inputs, kernel, self.strides[0])
+    return super().convolution_op(inputs, kernel)
 
 
 def _upsampling_taps(w, axis: int):
