@@ -328,6 +328,47 @@ class PointwiseConvTest(tf.test.TestCase):
         self.assertAllClose(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
 
 
+class TappedFilterGradTest(tf.test.TestCase):
+  """Small 3x3 convs: the filter gradient as per-tap matmuls."""
+
+  def _outputs(self, fn, x, k):
+    with tf.GradientTape() as tape:
+      tape.watch([x, k])
+      y = fn(x, k)
+      up = tf.constant(np.random.default_rng(1).standard_normal(y.shape),
+                       tf.float32)
+      loss = tf.reduce_sum(y * up)
+    return [y] + tape.gradient(loss, [x, k])
+
+  def test_equals_the_convolution_with_gradients(self):
+    rng = np.random.default_rng(0)
+    for shape in ((2, 8, 8, 5), (3, 5, 7, 4), (1, 1, 1, 2)):
+      with self.subTest(shape=shape):
+        x = tf.constant(rng.standard_normal(shape), tf.float32)
+        k = tf.constant(rng.standard_normal((3, 3, shape[-1], 6)), tf.float32)
+        want = self._outputs(lambda x, k: tf.nn.conv2d(x, k, 1, 'SAME'), x, k)
+        got = self._outputs(layers._tf_conv_tapped_filter_grad, x, k)
+        for a, b in zip(want, got):
+          self.assertEqual(a.shape, b.shape)
+          self.assertAllClose(a, b, atol=1e-4, rtol=1e-5)
+
+  def test_conv_same_uses_it_on_small_maps_only(self):
+    def filter_grad_ops(size):
+      x = tf.TensorSpec([2, size, size, 4], tf.float32)
+      k = tf.TensorSpec([3, 3, 4, 4], tf.float32)
+
+      def step(x, k):
+        with tf.GradientTape() as tape:
+          tape.watch(k)
+          loss = tf.reduce_sum(layers.conv_same(x, k))
+        return tape.gradient(loss, k)
+      graph = tf.function(step).get_concrete_function(x, k).graph
+      return [op.type for op in graph.get_operations()
+              if op.type == 'Conv2DBackpropFilter']
+    self.assertEmpty(filter_grad_ops(8))  # 64 pixels: the matmuls.
+    self.assertLen(filter_grad_ops(9), 1)  # 81: TensorFlow's gradient.
+
+
 class FusedResamplingTest(tf.test.TestCase):
   """The fused resampling convolutions compute the literal networks."""
 
