@@ -311,6 +311,8 @@ class PointwiseConvTest(tf.test.TestCase):
     # Over the strided threshold, and with unknown height / width: the conv.
     self.assertIn('Conv2D', op_types([2, 16, 16, 3], 2))
     self.assertIn('Conv2D', op_types([2, None, None, 3], 1))
+    # Unknown channels (as after a reshape in attention): the matmul.
+    self.assertIn('MatMul', op_types([2, 4, 4, None], 1))
 
   def test_conv2d_layer_matches_keras_and_shares_its_checkpoints(self):
     rng = np.random.default_rng(1)

@@ -193,8 +193,8 @@ def pointwise_conv(x, w, strides: int = 1):
 
   x [B, H, W, C], w [1, 1, C, O] -> [B, ceil(H/s), ceil(W/s), O].
   """
-  height, width, channels = x.shape[1:]
-  out = w.shape[-1]
+  height, width = x.shape[1], x.shape[2]
+  channels, out = w.shape[2], w.shape[3]  # x's channels may be unknown
   if (height is None or width is None or (
       strides > 1 and height * width > POINTWISE_STRIDED_MAX_PIXELS)):
     return ops.conv(x, w, strides=strides, padding='same')
