@@ -201,7 +201,8 @@ def pointwise_conv(x, w, strides: int = 1):
   if strides > 1:
     x = x[:, ::strides, ::strides, :]
     height, width = x.shape[1], x.shape[2]
-  y = ops.matmul(ops.reshape(x, (-1, channels)), ops.reshape(w, (channels, out)))
+  y = ops.matmul(ops.reshape(x, (-1, channels)),
+                 ops.reshape(w, (channels, out)))
   return ops.reshape(y, (-1, height, width, out))
 
 
@@ -277,10 +278,11 @@ def pooled_conv(x, w):
 # the per-tap filter gradient (`_tf_conv_tapped_filter_grad`). Measured here
 # (bf16, batch 32, 128 channels), oneDNN's filter gradient vs the matmuls: at
 # 8x8 3.9 vs 2.5 ms, at 16x16 7.6 vs 8.6 ms (so not there); in-process A/B of
-# the whole biggan32 bf16 iteration, without it: 1.031x and 1.068x the time
-# (24 rounds each). The same for pooled_conv's 4x4 stride-2 kernel (as four
-# space_to_depth matmuls; 7.6 vs 4.2 ms alone at 16x16 -> 8x8) was slower in
-# the iteration (1.039x), so pooled_conv keeps oneDNN's.
+# the whole biggan32 bf16 iteration, without it: 1.031x (median per-round
+# ratio) and 1.069x (ratio of medians) the time, two runs of 24 rounds. The
+# same for pooled_conv's 4x4 stride-2 kernel (as four space_to_depth
+# matmuls; 7.6 vs 4.2 ms alone at 16x16 -> 8x8) was slower in the iteration
+# (1.039x), so pooled_conv keeps oneDNN's.
 TAPPED_FILTER_GRAD_MAX_PIXELS = 64
 
 
