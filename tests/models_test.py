@@ -20,6 +20,15 @@ def _count(model):
   return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 
 
+def _value_and_grads(fn, x, k, up):
+  """[fn(x, k), d/dx, d/dk] of sum(fn(x, k) * up)."""
+  with tf.GradientTape() as tape:
+    tape.watch([x, k])
+    y = fn(x, k)
+    loss = tf.reduce_sum(y * up)
+  return [y] + tape.gradient(loss, [x, k])
+
+
 class GeneratorTest(tf.test.TestCase):
 
   def test_shapes_and_range_at_every_resolution(self):
@@ -286,14 +295,9 @@ class PointwiseConvTest(tf.test.TestCase):
         k = tf.constant(rng.standard_normal((1, 1, 3, 4)), tf.float32)
         want_y = tf.nn.conv2d(x, k, s, 'SAME')
         up = tf.constant(rng.standard_normal(want_y.shape), tf.float32)
-        outs = []
-        for fn in (lambda x, k: tf.nn.conv2d(x, k, s, 'SAME'),
-                   lambda x, k: layers.pointwise_conv(x, k, s)):
-          with tf.GradientTape() as tape:
-            tape.watch([x, k])
-            y = fn(x, k)
-            loss = tf.reduce_sum(y * up)
-          outs.append([y] + tape.gradient(loss, [x, k]))
+        outs = [_value_and_grads(fn, x, k, up) for fn in (
+            lambda x, k: tf.nn.conv2d(x, k, s, 'SAME'),
+            lambda x, k: layers.pointwise_conv(x, k, s))]
         for want, got in zip(*outs):
           self.assertEqual(want.shape, got.shape)
           self.assertAllClose(want, got, atol=1e-5, rtol=1e-5)
@@ -333,23 +337,16 @@ class PointwiseConvTest(tf.test.TestCase):
 class TappedFilterGradTest(tf.test.TestCase):
   """Small 3x3 convs: the filter gradient as per-tap matmuls."""
 
-  def _outputs(self, fn, x, k):
-    with tf.GradientTape() as tape:
-      tape.watch([x, k])
-      y = fn(x, k)
-      up = tf.constant(np.random.default_rng(1).standard_normal(y.shape),
-                       tf.float32)
-      loss = tf.reduce_sum(y * up)
-    return [y] + tape.gradient(loss, [x, k])
-
   def test_equals_the_convolution_with_gradients(self):
     rng = np.random.default_rng(0)
     for shape in ((2, 8, 8, 5), (3, 5, 7, 4), (1, 1, 1, 2)):
       with self.subTest(shape=shape):
         x = tf.constant(rng.standard_normal(shape), tf.float32)
         k = tf.constant(rng.standard_normal((3, 3, shape[-1], 6)), tf.float32)
-        want = self._outputs(lambda x, k: tf.nn.conv2d(x, k, 1, 'SAME'), x, k)
-        got = self._outputs(layers._tf_conv_tapped_filter_grad, x, k)
+        up = tf.constant(rng.standard_normal(shape[:-1] + (6,)), tf.float32)
+        want = _value_and_grads(lambda x, k: tf.nn.conv2d(x, k, 1, 'SAME'),
+                                x, k, up)
+        got = _value_and_grads(layers._tf_conv_tapped_filter_grad, x, k, up)
         for a, b in zip(want, got):
           self.assertEqual(a.shape, b.shape)
           self.assertAllClose(a, b, atol=1e-4, rtol=1e-5)
@@ -388,13 +385,7 @@ class FusedResamplingTest(tf.test.TestCase):
               tf.nn.conv2d(x, k, 1, 'SAME')), layers.pooled_conv))
         for literal, fused in pairs:
           up = rng.standard_normal(literal(x, k).shape).astype(np.float32)
-          outs = []
-          for fn in (literal, fused):
-            with tf.GradientTape() as tape:
-              tape.watch([x, k])
-              y = fn(x, k)
-              loss = tf.reduce_sum(y * up)
-            outs.append([y] + tape.gradient(loss, [x, k]))
+          outs = [_value_and_grads(fn, x, k, up) for fn in (literal, fused)]
           for want, got in zip(*outs):
             self.assertEqual(want.shape, got.shape)
             self.assertAllClose(want, got, atol=1e-4, rtol=1e-5)
