@@ -2,7 +2,8 @@
 
 Everything here runs on any Keras 3 backend (TensorFlow for training and
 export, JAX too); on TensorFlow, batch norm runs TensorFlow's fused op
-(`BatchNormalization`). Images are channels-last: [B, H, W, C].
+(`BatchNormalization`) and small 3x3 convolutions take a custom weight
+gradient (`conv_same`). Images are channels-last: [B, H, W, C].
 
 Spectral normalisation follows Miyato et al. 2018 as BigGAN uses it: the
 kernel is divided by an estimate of its largest singular value, refined by one
