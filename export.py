@@ -38,6 +38,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # Imported here so --help answers without loading TensorFlow.
+  from bigbigan_tf import checkpoints  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import export_lib  # pylint: disable=g-import-not-at-top
@@ -49,7 +50,7 @@ def main(argv):
         standing_stats_batches=_STANDING_STATS_BATCHES.value,
         standing_stats_batch_size=_STANDING_STATS_BATCH_SIZE.value)
   except (FileNotFoundError, FileExistsError, config_lib.ConfigError,
-          data_lib.DataError, export_lib.IncompleteCheckpointError) as e:
+          data_lib.DataError, checkpoints.IncompleteCheckpointError) as e:
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -38,6 +38,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # Imported here so --help answers without loading TensorFlow.
+  from bigbigan_tf import checkpoints  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import distribute  # pylint: disable=g-import-not-at-top
@@ -50,7 +51,7 @@ def main(argv):
                                         num_gpus=_NUM_GPUS.value)
     result = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                           strategy=strategy)
-  except (config_lib.ConfigError, train_lib.ConfigConflictError,
+  except (config_lib.ConfigError, checkpoints.ConfigConflictError,
           data_lib.DataError, distribute.StrategyError,
           train_lib.NonFiniteLossError) as e:
     logging.error('%s: %s', type(e).__name__, e)

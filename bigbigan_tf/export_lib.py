@@ -61,215 +61,20 @@ import json
 import os
 import tempfile
 import uuid
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 from absl import logging
 import keras
 import ml_collections
-import numpy as np
 import tensorflow as tf
 
+from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
-from bigbigan_tf import data as data_lib
-from bigbigan_tf import train_lib
+from bigbigan_tf import standing_stats
 
-# Standing statistics: 16 batches, BigGAN-PyTorch's default
-# `--num_standing_accumulations`, of 64 examples; 16 training-mode passes each
-# of G and E.
-DEFAULT_STANDING_STATS_BATCHES = 16
-DEFAULT_STANDING_STATS_BATCH_SIZE = 64
 CONFIG_ASSET = 'config.json'
 INFO_ASSET = 'export_info.json'
 SIGNATURE_NAMES = ('generate', 'encode', 'discriminate', 'serving_default')
-
-
-# Raised by train_lib.restore too; one class so callers catch one error.
-IncompleteCheckpointError = train_lib.IncompleteCheckpointError
-
-
-def check_checkpoint_complete(state: train_lib.TrainState, checkpoint: str,
-                              networks: dict[str, keras.Model]) -> None:
-  """Raises unless `checkpoint` restored every variable of `networks`.
-
-  `train_lib.restore` tolerates a partial match (a checkpoint also holds
-  optimizer state and maybe a data iterator), so a variable missing from the
-  checkpoint would silently keep its random initial value and be exported.
-  Two ways that happens: the TrainState's checkpoint object does not reach
-  the variable at all (tf.train.Checkpoint does not see Keras 3 layers held
-  in Python lists unless they are listed explicitly), or the file was written
-  without it.
-
-  Raises:
-    IncompleteCheckpointError: naming a few missing variables.
-  """
-  ckpt = state.checkpoint()
-  reachable = {id(t) for t in tf.train.TrackableView(ckpt).descendants()}
-  total = sum(len(net.variables) for net in networks.values())
-  missing = [f'{name}:{v.path}' for name, net in networks.items()
-             for v in net.variables if id(v) not in reachable]
-  if missing:
-    raise IncompleteCheckpointError(
-        f'train_lib.TrainState.checkpoint() does not reach {len(missing)} of '
-        f'the {total} variables of the networks to export (e.g. '
-        f'{", ".join(missing[:3])}), so {checkpoint} cannot hold them and the '
-        'export would contain their random initial values. '
-        'tf.train.Checkpoint does not see Keras 3 layers kept in Python lists '
-        '(e.g. `self.blocks`); TrainState.checkpoint() must list every '
-        "network's variables explicitly. Fix it, then train again.")
-  # That the file holds every reachable variable, train_lib.restore checks.
-
-
-def batch_norm_layers(model: keras.Model) -> list[
-    keras.layers.BatchNormalization]:
-  """Every keras BatchNormalization layer inside `model` (any order)."""
-  # Keras 3's own recursive walk over sublayers (lists included).
-  # pylint: disable-next=protected-access
-  layers = model._flatten_layers(include_self=False, recursive=True)
-  return [layer for layer in layers
-          if isinstance(layer, keras.layers.BatchNormalization)]
-
-
-def apply_standing_statistics(model: keras.Model, batches: Iterable[Any],
-                              call: Callable[[Any], Any]) -> int:
-  """Sets every batch norm's moving statistics to its average batch statistics.
-
-  BigGAN's "standing statistics": `call(batch)` must run `model` in training
-  mode. For each batch, each batch-norm layer's batch mean and (biased)
-  variance are recorded, and their plain average over all batches becomes
-  the layer's moving mean and variance. Other state a training-mode pass
-  updates (spectral-norm power-iteration vectors, RNG states) is restored.
-
-  Args:
-    model: a built Keras model containing BatchNormalization layers.
-    batches: the inputs, one element per pass (any structure `call` takes).
-    call: fn(batch) that calls `model(..., training=True)`; it is wrapped in
-      a tf.function here.
-
-  Returns:
-    The number of batches averaged (0 if the model has no batch norm).
-
-  Raises:
-    ValueError: `batches` was empty. On any error the model is left unchanged.
-  """
-  bns = batch_norm_layers(model)
-  if not bns:
-    return 0
-  saved = [(v, v.numpy()) for v in model.non_trainable_variables]
-  momenta = [(bn.momentum, bn.trainable) for bn in bns]
-  sums = [[np.zeros(bn.moving_mean.shape, np.float64),
-           np.zeros(bn.moving_variance.shape, np.float64)] for bn in bns]
-  count = 0
-  try:
-    for bn in bns:
-      # Momentum 0: after a training-mode pass the moving statistics are that
-      # batch's statistics. (BN updates them only when trainable.)
-      bn.momentum, bn.trainable = 0.0, True
-      bn.moving_mean.assign(tf.zeros_like(bn.moving_mean))
-      bn.moving_variance.assign(tf.ones_like(bn.moving_variance))
-    step = tf.function(call, autograph=False)
-    for batch in batches:
-      step(batch)
-      for acc, bn in zip(sums, bns):
-        acc[0] += bn.moving_mean.numpy()
-        acc[1] += bn.moving_variance.numpy()
-      count += 1
-    if not count:
-      raise ValueError('Standing statistics need at least one batch; got none.')
-  except BaseException:
-    for v, value in saved:
-      v.assign(value)
-    raise
-  finally:
-    for bn, (momentum, trainable) in zip(bns, momenta):
-      bn.momentum, bn.trainable = momentum, trainable
-  stats = {id(bn.moving_mean) for bn in bns} | {
-      id(bn.moving_variance) for bn in bns}
-  for v, value in saved:
-    if id(v) not in stats:
-      v.assign(value)
-  for (mean, var), bn in zip(sums, bns):
-    bn.moving_mean.assign((mean / count).astype(np.float32))
-    bn.moving_variance.assign((var / count).astype(np.float32))
-  return count
-
-
-def generator_standing_statistics(generator: keras.Model, *, z_dim: int,
-                                  num_batches: int, batch_size: int,
-                                  seed: int = 0) -> int:
-  """Standing statistics of G over `num_batches` batches of z ~ N(0, I)."""
-  rng = np.random.default_rng(seed)
-  batches = (rng.standard_normal((batch_size, z_dim)).astype(np.float32)
-             for _ in range(num_batches))
-  return apply_standing_statistics(
-      generator, batches, lambda z: generator(z, training=True))
-
-
-def encoder_standing_statistics(encoder: keras.Model,
-                                config: ml_collections.ConfigDict, *,
-                                num_batches: int, batch_size: int,
-                                seed: int = 0) -> int:
-  """Standing statistics of E over real images of the training split.
-
-  Images are preprocessed as at inference (central square, no augmentation).
-  They come from the training pipeline (repeated, so a small dataset still
-  fills every batch; a folder's files permuted by `seed`, so a few batches of
-  a folder sorted by class still cover every class) with a shuffle buffer of
-  1: tf.data's shuffle also depends on TF's global seed, and the statistics
-  should depend on `seed` only.
-  """
-  data_config = ml_collections.ConfigDict(config_lib.to_dict(config.data))
-  data_config.augmentation = 'none'
-  data_config.shuffle_buffer = 1
-  try:
-    dataset = data_lib.make_dataset(
-        data_config, image_size=config.model.encoder_resolution,
-        batch_size=batch_size, training=True, split=config.data.split,
-        seed=seed)
-  except data_lib.DataError as e:
-    raise data_lib.DataError(
-        f'Standing statistics of the encoder read the training data, which '
-        f'failed: {e} Make the data readable here, or export with '
-        '--standing_stats_batches=0 (standing_stats_batches=0) to keep the '
-        "checkpoint's batch-norm statistics.") from e
-  images = (batch['image'] for batch in dataset.take(num_batches))
-  noise = tf.zeros([batch_size, config.model.z_dim])  # E's BNs precede noise.
-  return apply_standing_statistics(
-      encoder, images, lambda x: encoder(x, training=True, noise=noise))
-
-
-def standing_statistics(config: ml_collections.ConfigDict,
-                        generator: keras.Model, encoder: keras.Model, *,
-                        num_batches: int = DEFAULT_STANDING_STATS_BATCHES,
-                        batch_size: int = DEFAULT_STANDING_STATS_BATCH_SIZE
-                        ) -> dict[str, Any]:
-  """Sets G's and E's batch-norm statistics as export does; returns a record.
-
-  With `num_batches` 0 nothing changes (the checkpoint's moving statistics
-  stay). Same batches and seed (config.seed) wherever it is called, so an
-  export and an evaluation of the same checkpoint agree.
-  """
-  if num_batches < 0 or batch_size < 1:
-    raise ValueError(
-        f'standing_stats_batches={num_batches} must be >= 0 and '
-        f'standing_stats_batch_size={batch_size} >= 1.')
-  if not num_batches:
-    return {'method': 'checkpoint moving averages', 'batches': 0,
-            'batch_size': 0}
-  generator_standing_statistics(
-      generator, z_dim=config.model.z_dim, num_batches=num_batches,
-      batch_size=batch_size, seed=config.seed)
-  encoder_standing_statistics(encoder, config, num_batches=num_batches,
-                              batch_size=batch_size, seed=config.seed)
-  return {
-      'method': ('standing statistics: plain average of training-mode '
-                 'batch means and biased variances (BigGAN)'),
-      'batches': num_batches,
-      'batch_size': batch_size,
-      'generator_inputs': 'z ~ N(0, I)',
-      'encoder_inputs': (f'data.split={config.data.split!r} of '
-                         f'data.name={config.data.name!r}, central crops, '
-                         'source order (see encoder_standing_statistics)'),
-  }
 
 
 def _shape_text(shape) -> str:
@@ -409,11 +214,12 @@ class BigBiGANModule(tf.Module):
 
 
 def build_module(config: ml_collections.ConfigDict,
-                 state: train_lib.TrainState, *, step: int,
+                 state: checkpoints.TrainState, *, step: int,
                  use_ema: bool = True,
-                 standing_stats_batches: int = DEFAULT_STANDING_STATS_BATCHES,
+                 standing_stats_batches: int = (
+                     standing_stats.DEFAULT_STANDING_STATS_BATCHES),
                  standing_stats_batch_size: int = (
-                     DEFAULT_STANDING_STATS_BATCH_SIZE)
+                     standing_stats.DEFAULT_STANDING_STATS_BATCH_SIZE)
                  ) -> tuple[BigBiGANModule, dict[str, Any]]:
   """Wraps a restored TrainState's networks as the exportable module.
 
@@ -422,7 +228,7 @@ def build_module(config: ml_collections.ConfigDict,
 
   Args:
     config: the run's config.
-    state: a TrainState built with float32 weights (train_lib.restore).
+    state: a TrainState built with float32 weights (checkpoints.restore).
     step: the checkpoint's training step.
     use_ema: export the EMA G and E (True) or the live ones. D has no EMA.
     standing_stats_batches: batches for standing statistics; 0 keeps the
@@ -434,7 +240,7 @@ def build_module(config: ml_collections.ConfigDict,
   """
   generator = state.ema_generator if use_ema else state.nets.generator
   encoder = state.ema_encoder if use_ema else state.nets.encoder
-  stats = standing_statistics(
+  stats = standing_stats.standing_statistics(
       config, generator, encoder, num_batches=standing_stats_batches,
       batch_size=standing_stats_batch_size)
   module = BigBiGANModule(
@@ -514,8 +320,10 @@ def save_module(module: BigBiGANModule, export_dir: str, *,
 
 def export(workdir: str, export_dir: str, *, checkpoint: Optional[str] = None,
            use_ema: bool = True, overwrite: bool = False,
-           standing_stats_batches: int = DEFAULT_STANDING_STATS_BATCHES,
-           standing_stats_batch_size: int = DEFAULT_STANDING_STATS_BATCH_SIZE
+           standing_stats_batches: int = (
+               standing_stats.DEFAULT_STANDING_STATS_BATCHES),
+           standing_stats_batch_size: int = (
+               standing_stats.DEFAULT_STANDING_STATS_BATCH_SIZE)
            ) -> str:
   """Exports a checkpoint of a training run as a Hub-style SavedModel.
 
@@ -537,17 +345,18 @@ def export(workdir: str, export_dir: str, *, checkpoint: Optional[str] = None,
     FileNotFoundError: no config or no checkpoint in the workdir, or the
       given checkpoint does not exist.
     FileExistsError: `export_dir` exists and `overwrite` is False.
-    IncompleteCheckpointError: the checkpoint lacks some of the networks'
-      variables.
+    checkpoints.IncompleteCheckpointError: the checkpoint lacks some of the
+      networks' variables.
     bigbigan_tf.data.DataError: standing statistics cannot read the training
       data (export with standing_stats_batches=0 instead).
   """
   _refuse_existing(export_dir, overwrite)  # Before the slow part.
   # restore() builds the networks in float32 (the run may have trained in
   # mixed_bfloat16) and checks the checkpoint exists and is complete.
-  config, state, checkpoint = train_lib.restore(workdir, checkpoint=checkpoint)
+  config, state, checkpoint = checkpoints.restore(workdir,
+                                                  checkpoint=checkpoint)
   step = int(state.step.numpy())
-  check_checkpoint_complete(state, checkpoint, {
+  checkpoints.check_checkpoint_complete(state, checkpoint, {
       'generator': state.ema_generator if use_ema else state.nets.generator,
       'encoder': state.ema_encoder if use_ema else state.nets.encoder,
       'discriminator': state.nets.discriminator})

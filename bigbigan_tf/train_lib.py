@@ -6,11 +6,8 @@ one E/G step (on the last real batch), as in BigGAN's alternating schedule.
 `tf.range`, so Python leaves the device loop only to log, write grids and
 checkpoint.
 
-Workdir layout:
-  config.json        the resolved config (written first; resuming checks it)
-  checkpoints/       tf.train.CheckpointManager checkpoints (ckpt-STEP)
-  train/             TensorBoard summaries
-  grids/             samples_STEP.png, reconstructions_STEP.png
+The workdir layout, the checkpointed `TrainState` and `restore` live in
+`bigbigan_tf.checkpoints`.
 """
 
 import os
@@ -24,71 +21,19 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
-from bigbigan_tf import ema as ema_lib
 from bigbigan_tf import grids
 from bigbigan_tf import losses
-from bigbigan_tf import models
-from bigbigan_tf import optimizers
+from bigbigan_tf.models import ops
 
-CHECKPOINT_DIR = 'checkpoints'
-
+# The training loop builds its state here; callers of the loop (bench.py)
+# reach it as train_lib.TrainState.
+TrainState = checkpoints.TrainState
 
 class NonFiniteLossError(RuntimeError):
   """A loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class IncompleteCheckpointError(RuntimeError):
-  """A checkpoint does not hold every variable of the state restored from it."""
-
-
-class ConfigConflictError(ValueError):
-  """The workdir was trained with a different config."""
-
-
-class TrainState:
-  """Everything a checkpoint holds: networks, EMA twins, optimizers, step, RNG.
-
-  Build it inside `strategy.scope()`.
-  """
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
-    self.nets = models.build_networks(config.model)
-    ema_nets = models.build_networks(config.model)
-    self.ema_generator = ema_nets.generator
-    self.ema_encoder = ema_nets.encoder
-    self.g_ema = ema_lib.EMA(self.nets.generator, self.ema_generator)
-    self.e_ema = ema_lib.EMA(self.nets.encoder, self.ema_encoder)
-    self.g_ema.copy_all()
-    self.e_ema.copy_all()
-    o = config.optim
-
-    def adam(lr, variables):
-      opt = optimizers.Adam(learning_rate=lr, beta_1=o.beta1, beta_2=o.beta2,
-                            epsilon=o.epsilon, fused=o.fused_adam)
-      # Built here, in the strategy scope: a lazily built Adam fails on the
-      # first distributed step.
-      opt.build(variables)
-      return opt
-
-    self.g_vars = self.nets.generator.trainable_variables
-    self.e_vars = self.nets.encoder.trainable_variables
-    self.d_vars = self.nets.discriminator.trainable_variables
-    self.g_opt = adam(o.g_lr, self.g_vars)
-    self.e_opt = adam(o.e_lr, self.e_vars)
-    self.d_opt = adam(o.d_lr, self.d_vars)
-    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
-    self.rng = tf.random.Generator.from_seed(config.seed + 1)
-
-  def checkpoint(self, **extra) -> tf.train.Checkpoint:
-    return tf.train.Checkpoint(
-        generator=self.nets.generator, encoder=self.nets.encoder,
-        discriminator=self.nets.discriminator,
-        ema_generator=self.ema_generator, ema_encoder=self.ema_encoder,
-        g_optimizer=self.g_opt, e_optimizer=self.e_opt,
-        d_optimizer=self.d_opt, step=self.step, rng=self.rng, **extra)
 
 
 def metric_names() -> list[str]:
@@ -98,14 +43,6 @@ def metric_names() -> list[str]:
     names += [f'd_loss_{head}', f'eg_loss_{head}', f'd/real_{head}',
               f'd/fake_{head}']
   return names
-
-
-def downsample_to(images: tf.Tensor, resolution: int) -> tf.Tensor:
-  """Average-pools [B, R_E, R_E, 3] images to [B, R, R, 3] (R_E = k * R)."""
-  factor = images.shape[1] // resolution
-  if factor == 1:
-    return images
-  return tf.nn.avg_pool2d(images, factor, factor, 'VALID')
 
 
 def _ema_decay(config, step: tf.Tensor) -> tf.Tensor:
@@ -150,7 +87,8 @@ class Trainer:
     b = tf.shape(x_e)[0]
     z = s.rng.normal([b, self.config.model.z_dim])
     noise = s.rng.normal([b, self.config.model.z_dim])
-    return x_e, downsample_to(x_e, self.config.model.resolution), z, noise
+    x = ops.downsample_to(x_e, self.config.model.resolution)
+    return x_e, x, z, noise
 
   def _score_means(self, prefix, real, fake, batch):
     out = {}
@@ -296,23 +234,6 @@ class _StopSignal:
       signal.signal(sig, handler)
 
 
-def check_workdir_config(config: ml_collections.ConfigDict, workdir: str):
-  """Writes the config into a new workdir; refuses a conflicting resume."""
-  path = os.path.join(workdir, config_lib.CONFIG_FILENAME)
-  if tf.io.gfile.exists(path):
-    old = config_lib.load(workdir)
-    differences = config_lib.diff(old, config)
-    if differences:
-      lines = '\n'.join(f'  {k}: {a!r} (workdir) != {b!r} (now)'
-                        for k, a, b in differences)
-      raise ConfigConflictError(
-          f'{workdir} was trained with a different config; resuming would '
-          f'mix two experiments. Differing fields:\n{lines}\nUse a new '
-          '--workdir, or pass the same config (only num_train_steps may '
-          'change, to train longer).')
-  config_lib.save(config, workdir)
-
-
 def _fixed_inputs(config, num: int):
   """Fixed z for samples and fixed eval images for reconstructions."""
   z = np.random.default_rng(config.seed).standard_normal(
@@ -331,7 +252,7 @@ def write_grids(state: TrainState, workdir: str, step: int, z: np.ndarray,
   samples = state.ema_generator(z, training=False).numpy()
   z_rec = state.ema_encoder(real, training=False)['z_mean']
   recon = state.ema_generator(z_rec, training=False).numpy()
-  real_small = downsample_to(tf.constant(real),
+  real_small = ops.downsample_to(tf.constant(real),
                              state.config.model.resolution).numpy()
   sample_grid = grids.image_grid(samples, rows=cols, cols=cols)
   recon_grid = grids.reconstruction_grid(real_small, recon, cols=cols)
@@ -367,12 +288,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
      'state': the TrainState}.
 
   Raises:
-    ConfigError / ConfigConflictError / DataError: before training starts.
+    ConfigError / checkpoints.ConfigConflictError / DataError: before
+      training starts.
     NonFiniteLossError: a loss became NaN/inf (last good checkpoint kept).
   """
   strategy = strategy or tf.distribute.get_strategy()
   config_lib.validate(config, num_replicas=strategy.num_replicas_in_sync)
-  check_workdir_config(config, workdir)
+  checkpoints.check_workdir_config(config, workdir)
   if config.train.deterministic:
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.seed)
@@ -414,7 +336,8 @@ def _train(config, workdir, strategy):
   extra = {'data_iterator': iterator} if t.checkpoint_data_iterator else {}
   ckpt = state.checkpoint(**extra)
   manager = tf.train.CheckpointManager(
-      ckpt, os.path.join(workdir, CHECKPOINT_DIR), max_to_keep=t.keep_checkpoints,
+      ckpt, os.path.join(workdir, checkpoints.CHECKPOINT_DIR),
+      max_to_keep=t.keep_checkpoints,
       step_counter=state.step)
   if manager.latest_checkpoint:
     ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -498,52 +421,3 @@ def _train(config, workdir, strategy):
   return {'step': step, 'metrics': metrics,
           'checkpoint': manager.latest_checkpoint, 'stopped_by': stopped_by,
           'state': state}
-
-
-def restore(workdir: str, *, checkpoint: Optional[str] = None
-            ) -> tuple[ml_collections.ConfigDict, TrainState, str]:
-  """Rebuilds the TrainState of a workdir from a checkpoint (latest default).
-
-  The networks are built in float32 whatever precision the run trained in
-  (checkpointed weights are float32): this is the state export and evaluation
-  compute with.
-
-  Returns:
-    (config, state, checkpoint path).
-
-  Raises:
-    FileNotFoundError: the workdir has no config or no checkpoint.
-    IncompleteCheckpointError: the checkpoint lacks some of the state.
-  """
-  config = config_lib.load(workdir)
-  if checkpoint is not None and not tf.io.gfile.exists(checkpoint + '.index'):
-    raise FileNotFoundError(
-        f'Checkpoint {checkpoint} does not exist (no {checkpoint}.index). '
-        f'Pass a path like {os.path.join(workdir, CHECKPOINT_DIR)}/ckpt-STEP, '
-        'or omit it to use the latest checkpoint.')
-  if checkpoint is None:
-    checkpoint = tf.train.latest_checkpoint(os.path.join(workdir,
-                                                         CHECKPOINT_DIR))
-    if checkpoint is None:
-      raise FileNotFoundError(
-          f'No checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; train '
-          f'first: python train.py --workdir={workdir}')
-  previous_policy = keras.config.dtype_policy()
-  keras.config.set_dtype_policy('float32')
-  try:
-    state = TrainState(config)
-  finally:
-    keras.config.set_dtype_policy(previous_policy)
-  # Every object of the state must be in the checkpoint (extra entries, such
-  # as a stored data position, may be left unused).
-  status = state.checkpoint().restore(checkpoint)
-  status.expect_partial()
-  try:
-    status.assert_existing_objects_matched()
-  except AssertionError as e:
-    raise IncompleteCheckpointError(
-        f'{checkpoint} does not hold every variable of the current TrainState '
-        '(written by an older bigbigan-tf, or not by train.py?); using it '
-        'would leave the missing ones at their random initial values. '
-        f'Details: {str(e)[:500]}') from e
-  return config, state, checkpoint

@@ -1,1 +1,4 @@
-"""Evaluation of bigbigan-tf models: IS / FID / KID, linear probe, grids."""
+"""Command-line entry points: evaluate.py and quick_probe.py.
+
+The evaluation library they call is the package `bigbigan_tf.evaluation`.
+"""

@@ -8,7 +8,8 @@ r"""Evaluates a training run: python eval/evaluate.py --workdir=W [flags].
 By default G and E are the EMA networks of W's latest checkpoint; with
 --module, an exported SavedModel (export.py, or a BigBiGAN TF Hub module).
 Results: W/eval/results_step{STEP}.json (and results_latest.json), TensorBoard
-summaries and PNG grids under W/eval/. See eval/evaluate_lib.py.
+summaries and PNG grids under W/eval/. See
+bigbigan_tf/evaluation/evaluate_lib.py.
 
 Exit status: 0 when every requested metric was computed; 2 when some could not
 be (e.g. no Inception weights offline: pass --inception=PATH; the others are
@@ -17,21 +18,14 @@ arguments are wrong (unknown metric, no workdir / checkpoint, bad module).
 """
 
 import json
-import os
 import sys
 
-# Run as `python eval/evaluate.py` from anywhere: the repo root (holding the
-# `eval` package) must be importable, and eval/ itself must not shadow it.
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-  sys.path.insert(0, _REPO)
+from absl import app
+from absl import flags
+from absl import logging
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags  # pylint: disable=g-import-not-at-top
-from absl import logging  # pylint: disable=g-import-not-at-top
-
-# TF-GAN's Inception network (eval.metrics.INCEPTION_HANDLE), repeated here so
-# that --help answers without importing TensorFlow.
+# TF-GAN's Inception network (bigbigan_tf.evaluation.metrics.INCEPTION_HANDLE),
+# repeated here so that --help answers without importing TensorFlow.
 _INCEPTION_HANDLE = 'https://tfhub.dev/tensorflow/tfgan/eval/inception/1'
 
 _WORKDIR = flags.DEFINE_string(
@@ -82,8 +76,8 @@ def main(argv):
   # Imported here so --help answers without loading TensorFlow.
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
-  from eval import evaluate_lib  # pylint: disable=g-import-not-at-top
-  from eval import features  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf.evaluation import features  # pylint: disable=g-import-not-at-top
 
   metrics = None if _METRICS.value == 'auto' else _METRICS.value
   try:

@@ -19,12 +19,8 @@ import json
 import os
 import sys
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO not in sys.path:
-  sys.path.insert(0, _REPO)
-
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import app
+from absl import flags
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _STEPS = flags.DEFINE_list(
@@ -45,8 +41,8 @@ def _labelled_split(config, split):
   Read once, encoded again for every checkpoint.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from eval import evaluate_lib  # pylint: disable=g-import-not-at-top
-  from eval import features as features_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
   images, labels = [], []
   for batch in features_lib.real_batches(
       config, split=split, image_size=config.model.encoder_resolution,
@@ -61,7 +57,7 @@ def _labelled_split(config, split):
 def _encode(nets, images, batch_size=200):
   """{feature: [N, D]} of the encoder for `images`, in batches."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from eval import features as features_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
   outs = [nets.encode(images[i:i + batch_size])
           for i in range(0, len(images), batch_size)]
   return {k: np.concatenate([np.asarray(o[k]).reshape(len(o[k]), -1)
@@ -76,9 +72,9 @@ def main(argv):
     sys.exit(2)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
-  from eval import evaluate_lib  # pylint: disable=g-import-not-at-top
-  from eval import features as features_lib  # pylint: disable=g-import-not-at-top
-  from eval import linear_probe  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf.evaluation import linear_probe  # pylint: disable=g-import-not-at-top
   ckpt_dir = os.path.join(_WORKDIR.value, 'checkpoints')
   if _STEPS.value and not all(s.isdigit() for s in _STEPS.value):
     print(f'error: --steps takes checkpoint steps like 0,1000,5000; got '

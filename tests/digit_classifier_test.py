@@ -8,8 +8,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from eval import digit_classifier
-from eval import metrics
+from bigbigan_tf.evaluation import digit_classifier
+from bigbigan_tf.evaluation import metrics
 
 
 def load_mnist_5k():

@@ -21,14 +21,15 @@ from PIL import Image
 import tensorflow as tf
 
 import testing
+from bigbigan_tf import checkpoints
 from bigbigan_tf import data as data_lib
 from bigbigan_tf import export_lib
 from bigbigan_tf import grids
-from bigbigan_tf import train_lib
-from eval import evaluate_lib
-from eval import features as features_lib
-from eval import linear_probe as probe_lib
-from eval import metrics as metrics_lib
+from bigbigan_tf import standing_stats
+from bigbigan_tf.evaluation import evaluate_lib
+from bigbigan_tf.evaluation import features as features_lib
+from bigbigan_tf.evaluation import linear_probe as probe_lib
+from bigbigan_tf.evaluation import metrics as metrics_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tiny config: G at 32x32, E at 64x64, z_dim 16, 4x4 grids; MNIST has
@@ -122,10 +123,10 @@ class EvaluateTest(tf.test.TestCase):
     # with the standing statistics export.py gives them (evaluate's default).
     z = np.random.default_rng(SEED).standard_normal(
         (NUM_SAMPLES, Z_DIM)).astype(np.float32)
-    cls.config, cls.state, _ = train_lib.restore(cls.workdir)
-    _, moving_state, _ = train_lib.restore(cls.workdir)
+    cls.config, cls.state, _ = checkpoints.restore(cls.workdir)
+    _, moving_state, _ = checkpoints.restore(cls.workdir)
     cls.moving_fake = moving_state.ema_generator(z, training=False).numpy()
-    cls.standing_stats = export_lib.standing_statistics(
+    cls.standing_stats = standing_stats.standing_statistics(
         cls.config, cls.state.ema_generator, cls.state.ema_encoder)
     cls.fake = cls.state.ema_generator(z, training=False).numpy()
     batch = next(iter(data_lib.make_dataset(
@@ -195,7 +196,7 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(settings['feature'], 'avepool_feat')
     self.assertEqual(settings['inception'], 'classifier_fn')
     self.assertEqual(settings['standing_stats_batches'],
-                     export_lib.DEFAULT_STANDING_STATS_BATCHES)
+                     standing_stats.DEFAULT_STANDING_STATS_BATCHES)
     self.assertIn('standing statistics over 16 batches',
                   saved['notes']['networks'])
     self.assertEqual(settings['data'], {'name': 'mnist', 'split': 'train',

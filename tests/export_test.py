@@ -20,10 +20,11 @@ import tensorflow as tf
 import tensorflow_hub as hub
 
 import testing
+from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
 from bigbigan_tf import export_lib
-from bigbigan_tf import train_lib
+from bigbigan_tf import standing_stats
 from bigbigan_tf.models import encoder as enc_lib
 from bigbigan_tf.models import generator as gen_lib
 
@@ -76,8 +77,8 @@ class ExportTest(tf.test.TestCase):
     }
 
     # The library path, keeping the networks to compare with.
-    cls.config, cls.state, cls.checkpoint = train_lib.restore(cls.workdir)
-    export_lib.check_checkpoint_complete(
+    cls.config, cls.state, cls.checkpoint = checkpoints.restore(cls.workdir)
+    checkpoints.check_checkpoint_complete(
         cls.state, cls.checkpoint,
         {'generator': cls.state.ema_generator,
          'encoder': cls.state.ema_encoder,
@@ -278,7 +279,7 @@ class ExportTest(tf.test.TestCase):
     self.assertEqual(int(m.step.numpy()), 2)
     self.assertTrue(bool(m.use_ema.numpy()))
     self.assertEqual(int(m.standing_stats_batches.numpy()),
-                     export_lib.DEFAULT_STANDING_STATS_BATCHES)
+                     standing_stats.DEFAULT_STANDING_STATS_BATCHES)
     with open(m.config_file.asset_path.numpy().decode()) as f:
       self.assertEqual(json.load(f),
                        config_lib.to_dict(config_lib.load(self.workdir)))
@@ -459,7 +460,7 @@ class ExportTest(tf.test.TestCase):
     tf.train.CheckpointManager(partial, os.path.join(workdir, 'checkpoints'),
                                max_to_keep=1).save(checkpoint_number=7)
     target = os.path.join(self.root, 'from_partial')
-    with self.assertRaisesRegex(export_lib.IncompleteCheckpointError,
+    with self.assertRaisesRegex(checkpoints.IncompleteCheckpointError,
                                 'ckpt-7 does not hold every variable'):
       export_lib.export(workdir, target, standing_stats_batches=0)
     self.assertFalse(os.path.exists(target))
@@ -510,12 +511,12 @@ class StandingStatisticsTest(tf.test.TestCase):
     e = self._encoder()
     batches = [_x(4, 32, seed=s) for s in range(3)]
     noise = np.zeros((4, 4), np.float32)
-    count = export_lib.apply_standing_statistics(
+    count = standing_stats.apply_standing_statistics(
         e, batches, lambda x: e(x, training=True, noise=noise))
     self.assertEqual(count, 3)
     # The first batch norm reads the max-pooled stem output.
     first = e.blocks[0].bn1
-    self.assertIn(first, export_lib.batch_norm_layers(e))
+    self.assertIn(first, standing_stats.batch_norm_layers(e))
     h = [keras.ops.max_pool(e.stem(x), 3, 2, 'same').numpy() for x in batches]
     self.assertAllClose(first.moving_mean,
                         np.mean([a.mean((0, 1, 2)) for a in h], 0), atol=1e-5)
@@ -526,7 +527,7 @@ class StandingStatisticsTest(tf.test.TestCase):
   def test_one_batch_makes_inference_mode_equal_training_mode(self):
     e = self._encoder()
     x, noise = _x(8, 32, seed=4), np.zeros((8, 4), np.float32)
-    export_lib.apply_standing_statistics(
+    standing_stats.apply_standing_statistics(
         e, [x], lambda b: e(b, training=True, noise=noise))
     # (Training mode also moves the statistics: compare it last.)
     inference = e(x, training=False, noise=noise)
@@ -537,7 +538,7 @@ class StandingStatisticsTest(tf.test.TestCase):
   def test_generator_keeps_its_other_state(self):
     g = gen_lib.Generator(resolution=32, z_dim=8, ch=4, embed_dim=2)
     g(_z(2)[:, :8])
-    bns = export_lib.batch_norm_layers(g)
+    bns = standing_stats.batch_norm_layers(g)
     self.assertLen(bns, 2 * len(g.blocks) + 1)  # two per block, then out_bn
     stats = {id(v) for bn in bns for v in (bn.moving_mean,
                                            bn.moving_variance)}
@@ -545,8 +546,8 @@ class StandingStatisticsTest(tf.test.TestCase):
               if id(v) not in stats]
     self.assertNotEmpty(others)  # spectral-norm vectors
     before = [bn.moving_variance.numpy() for bn in bns]
-    export_lib.generator_standing_statistics(g, z_dim=8, num_batches=2,
-                                             batch_size=16)
+    standing_stats.generator_standing_statistics(g, z_dim=8, num_batches=2,
+                                                 batch_size=16)
     for v, value in others:
       self.assertAllEqual(v, value, msg=v.path)
     for bn, old in zip(bns, before):
@@ -557,7 +558,7 @@ class StandingStatisticsTest(tf.test.TestCase):
     e = self._encoder()
     before = [v.numpy() for v in e.non_trainable_variables]
     with self.assertRaisesRegex(ValueError, 'at least one batch'):
-      export_lib.apply_standing_statistics(e, [], lambda x: e(x))
+      standing_stats.apply_standing_statistics(e, [], lambda x: e(x))
     for v, value in zip(e.non_trainable_variables, before):
       self.assertAllEqual(v, value)
 

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from eval import linear_probe
+from bigbigan_tf.evaluation import linear_probe
 
 
 def _clusters(rng, centers, n):

@@ -11,7 +11,7 @@ import scipy.linalg
 import tensorflow as tf
 
 from bigbigan_tf import tfgan_compat
-from eval import metrics
+from bigbigan_tf.evaluation import metrics
 
 
 def _softmax(logits):

@@ -12,6 +12,7 @@ import PIL.Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
 from bigbigan_tf import train_lib
@@ -116,7 +117,7 @@ class TrainInProcessTest(tf.test.TestCase):
     steps = _checkpoint_steps(workdir)
     self.assertNotEmpty(steps)
     # The last good checkpoint restores.
-    _, state, path = train_lib.restore(workdir)
+    _, state, path = checkpoints.restore(workdir)
     self.assertEqual(int(state.step.numpy()), steps[-1])
     for v in state.nets.generator.trainable_variables:
       self.assertTrue(np.all(np.isfinite(v.numpy())), path)
@@ -132,8 +133,8 @@ class TrainInProcessTest(tf.test.TestCase):
     config = _config(**{'optim.epsilon': 1.0, 'optim.g_lr': 0.05,
                         'optim.e_lr': 0.05, 'optim.d_lr': 0.05})
     strategy = tf.distribute.get_strategy()
-    fused = train_lib.TrainState(config)
-    split = train_lib.TrainState(config)
+    fused = checkpoints.TrainState(config)
+    split = checkpoints.TrainState(config)
     for a, b in zip(fused.nets.generator.weights + fused.nets.encoder.weights
                     + fused.nets.discriminator.weights,
                     split.nets.generator.weights + split.nets.encoder.weights

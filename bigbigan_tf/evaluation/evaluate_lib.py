@@ -17,14 +17,15 @@ Metrics (names for `metrics=`):
   is, fid, kid     Inception Score / FID / KID of `num_samples` EMA-G samples
                    (z ~ N(0, I), fixed seed) against up to `num_samples` eval
                    images average-pooled to G's resolution, through
-                   eval.metrics and TF-GAN's Inception (or `classifier_fn`).
+                   `metrics` here and TF-GAN's Inception (or
+                   `classifier_fn`).
   linear_probe     the paper's logistic regression on frozen E features of
                    the training split (train_val held out of it), evaluated
                    on the eval split.
   digit_fid        Frechet distance in the feature space of a small digit CNN
-                   (eval/digit_classifier.py) trained on the training split:
-                   an offline stand-in for FID on digit data, NOT comparable
-                   with Inception FID.
+                   (`digit_classifier` here) trained on the training
+                   split: an offline stand-in for FID on digit data, NOT
+                   comparable with Inception FID.
   recon_accuracy   how often the digit CNN gives a reconstruction
                    G(E(x).z_mean) the label of x, with the CNN's accuracy on
                    the real images for scale.
@@ -48,14 +49,14 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from bigbigan_tf import checkpoints
 from bigbigan_tf import data as data_lib
-from bigbigan_tf import export_lib
 from bigbigan_tf import grids
-from bigbigan_tf import train_lib
-from eval import digit_classifier as digit_lib
-from eval import features as features_lib
-from eval import linear_probe as probe_lib
-from eval import metrics as metrics_lib
+from bigbigan_tf import standing_stats
+from bigbigan_tf.evaluation import digit_classifier as digit_lib
+from bigbigan_tf.evaluation import features as features_lib
+from bigbigan_tf.evaluation import linear_probe as probe_lib
+from bigbigan_tf.evaluation import metrics as metrics_lib
 
 GENERATIVE_METRICS = ('is', 'fid', 'kid')
 DIGIT_METRICS = ('digit_fid', 'recon_accuracy')
@@ -337,12 +338,12 @@ def _check_sources(workdir: str, module: Optional[str],
   if checkpoint is not None and not tf.io.gfile.exists(checkpoint + '.index'):
     raise FileNotFoundError(
         f'Checkpoint {checkpoint} does not exist (no {checkpoint}.index); '
-        f'pass one like {os.path.join(workdir, train_lib.CHECKPOINT_DIR)}'
+        f'pass one like {os.path.join(workdir, checkpoints.CHECKPOINT_DIR)}'
         '/ckpt-STEP, or omit --checkpoint to use the latest.')
   if module is None and checkpoint is None and not tf.train.latest_checkpoint(
-      os.path.join(workdir, train_lib.CHECKPOINT_DIR)):
+      os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
     raise FileNotFoundError(
-        f'No checkpoint in {os.path.join(workdir, train_lib.CHECKPOINT_DIR)}'
+        f'No checkpoint in {os.path.join(workdir, checkpoints.CHECKPOINT_DIR)}'
         f'; train first (python train.py --workdir={workdir}) or pass '
         '--module=EXPORT_DIR.')
 
@@ -514,7 +515,7 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
              probe_epochs: int = 100,
              digit_classifier_epochs: int = 8,
              standing_stats_batches: int = (
-                 export_lib.DEFAULT_STANDING_STATS_BATCHES)
+                 standing_stats.DEFAULT_STANDING_STATS_BATCHES)
              ) -> Dict[str, Any]:
   """Evaluates a training run (or an exported module) and writes the results.
 

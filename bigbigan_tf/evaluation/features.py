@@ -26,10 +26,11 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
-from bigbigan_tf import export_lib
-from bigbigan_tf import train_lib
+from bigbigan_tf import standing_stats
+from bigbigan_tf.models import ops
 
 # Encoder outputs usable as frozen features (DESIGN.md section 3.1).
 FEATURES = ('avepool_feat', 'bn_crelu_feat', 'z_mean')
@@ -78,9 +79,9 @@ class Networks:
 
 def load_from_workdir(
     workdir: str, *, checkpoint: Optional[str] = None,
-    standing_stats_batches: int = export_lib.DEFAULT_STANDING_STATS_BATCHES,
+    standing_stats_batches: int = standing_stats.DEFAULT_STANDING_STATS_BATCHES,
     standing_stats_batch_size: int = (
-        export_lib.DEFAULT_STANDING_STATS_BATCH_SIZE)
+        standing_stats.DEFAULT_STANDING_STATS_BATCH_SIZE)
 ) -> Tuple[ml_collections.ConfigDict, Networks]:
   """The EMA G and E of a training run's checkpoint, in inference mode.
 
@@ -113,16 +114,16 @@ def load_from_workdir(
   # exists and refuses one that lacks any variable of the state, so
   # evaluation never measures random weights.
   try:
-    config, state, checkpoint = train_lib.restore(workdir,
-                                                  checkpoint=checkpoint)
-  except train_lib.IncompleteCheckpointError as e:
+    config, state, checkpoint = checkpoints.restore(workdir,
+                                                    checkpoint=checkpoint)
+  except checkpoints.IncompleteCheckpointError as e:
     raise ModuleLoadError(str(e)) from e
   generator, encoder = state.ema_generator, state.ema_encoder
   m = config.model
   # As export.py sets them (same batches, same seed).
-  export_lib.standing_statistics(config, generator, encoder,
-                                 num_batches=standing_stats_batches,
-                                 batch_size=standing_stats_batch_size)
+  standing_stats.standing_statistics(config, generator, encoder,
+                                     num_batches=standing_stats_batches,
+                                     batch_size=standing_stats_batch_size)
   z_spec = tf.TensorSpec([None, m.z_dim], tf.float32)
   x_spec = tf.TensorSpec(
       [None, m.encoder_resolution, m.encoder_resolution, 3], tf.float32)
@@ -313,4 +314,4 @@ def real_batches(config: ml_collections.ConfigDict, *, split: str,
 
 def downsample(images: np.ndarray, resolution: int) -> np.ndarray:
   """E-resolution images average-pooled to G's resolution, as F sees them."""
-  return train_lib.downsample_to(tf.constant(images), resolution).numpy()
+  return ops.downsample_to(tf.constant(images), resolution).numpy()

@@ -5,7 +5,7 @@ features), computed by TF-GAN's `*_from_activations` functions in float64.
 Images reach a classifier through `compute_activations`, so any classifier
 function works: TF-GAN's Inception network (`load_inception`, the standard
 for published IS / FID numbers), a small digit classifier
-(`eval/digit_classifier.py`, offline) or a test stub.
+(`digit_classifier` here, offline) or a test stub.
 
 A classifier function maps float32 images [B, H, W, 3] in [-1, 1] to a dict
 of outputs, each [B, ...] (flattened to [B, D] here).
