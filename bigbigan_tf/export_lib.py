@@ -345,8 +345,9 @@ class BigBiGANModule(tf.Module):
     self.discriminator = _variables_of(discriminator)
     networks = (generator, encoder, discriminator)
     self.variables = [v for net in networks for v in net.variables]
-    self.trainable_variables = [v for net in networks
-                                for v in net.trainable_variables]
+    # Only E's: fine-tuning (hub.KerasLayer(trainable=True), TFSMLayer)
+    # trains the encoder that `__call__` and `encode_train` run.
+    self.trainable_variables = list(encoder.trainable_variables)
     self.regularization_losses = []
     self.step = tf.Variable(step, dtype=tf.int64, trainable=False,
                             name='step')
@@ -371,6 +372,13 @@ class BigBiGANModule(tf.Module):
     # Not an attribute: the signature alone, like the Hub module's default.
     self._serve = function(self._serving_default,
                            input_signature=[self._x_e_spec])
+    # The Reusable SavedModel API: `training` is a Python bool, so both
+    # traces are made here and saved (a loaded function cannot be retraced).
+    self.__call__ = function(self._call)
+    for training in (False, True):
+      self.__call__.get_concrete_function(self._x_e_spec, training=training)
+    self.encode_train = function(self._encode_train,
+                                 input_signature=[self._x_e_spec])
 
   def _generate(self, z):
     z = _checked(z, self._z_spec, 'generate', '')
@@ -382,6 +390,22 @@ class BigBiGANModule(tf.Module):
     x = _checked(x, self._x_e_spec, 'encode', ' in [-1, 1]')
     noise = tf.random.normal([tf.shape(x)[0], self._z_dim])
     out = self._networks.encoder(x, training=False, noise=noise)
+    return {'default': out['z_mean'], **out}
+
+  def _call(self, x, training=False):
+    """`encode` (training False) or `encode_train` (True), as a dict."""
+    return self._encode_train(x) if training else self._encode(x)
+
+  def _encode_train(self, x):
+    """E in training mode: for fine-tuning, never in the signatures.
+
+    Batch norm normalizes with batch statistics and updates the moving
+    statistics that `encode` and the signatures read (in memory; the file is
+    unchanged until saved again). `z_sample` draws fresh noise.
+    """
+    x = _checked(x, self._x_e_spec, 'encode_train', ' in [-1, 1]')
+    noise = tf.random.normal([tf.shape(x)[0], self._z_dim])
+    out = self._networks.encoder(x, training=True, noise=noise)
     return {'default': out['z_mean'], **out}
 
   def _discriminate(self, x, z):
