@@ -19,6 +19,19 @@ call. The module also holds `step` (the checkpoint's training step),
 assets: `assets/config.json` (the run's resolved config) and
 `assets/export_info.json` (checkpoint, EMA choice, batch-norm statistics).
 
+For fine-tuning E, the module also implements TF Hub's Reusable SavedModel
+API: `m(x, training=False)` returns the `encode` outputs (traced for
+`training` False and True), `m.trainable_variables` are E's trainable
+weights, `m.variables` all of G's, E's and D's, `m.regularization_losses` is
+empty; and `m.encode_train(x)` (= `m(x, training=True)`) runs E in training
+mode: batch statistics, moving statistics updated, fresh `z_sample` noise.
+hub.KerasLayer(path, trainable=True, output_key='avepool_feat') and
+keras.layers.TFSMLayer(path, call_endpoint='encode',
+call_training_endpoint='encode_train', trainable=True) train E with them
+(docs/finetuning.md). The moving statistics training mode updates are the
+ones every inference function reads, so after fine-tuning in a process the
+signatures use them; only training mode changes them.
+
 Inference is batch-independent: every batch norm runs in inference mode, on
 moving statistics. Those of the EMA networks are copied from the live
 networks at checkpoint time and do not fit the averaged weights, so by
@@ -321,9 +334,11 @@ class BigBiGANModule(tf.Module):
 
   Build it with float32 networks in inference-ready state (see `export`).
   As TF Hub's Reusable SavedModel API asks, `variables`,
-  `trainable_variables` and `regularization_losses` are saved attributes
-  (plain lists here, not tf.Module's computed properties), so that e.g.
-  hub.KerasLayer lists the module's weights.
+  `trainable_variables` (E's only: what fine-tuning trains) and
+  `regularization_losses` are saved attributes (plain lists here, not
+  tf.Module's computed properties), so that e.g. hub.KerasLayer lists the
+  module's weights; `__call__(x, training)` and `encode_train(x)` run E for
+  fine-tuning (see the module docstring).
   """
 
   variables = None  # Instance lists; see the class docstring.
