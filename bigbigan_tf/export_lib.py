@@ -19,6 +19,19 @@ call. The module also holds `step` (the checkpoint's training step),
 assets: `assets/config.json` (the run's resolved config) and
 `assets/export_info.json` (checkpoint, EMA choice, batch-norm statistics).
 
+For fine-tuning E, the module also implements TF Hub's Reusable SavedModel
+API: `m(x, training=False)` returns the `encode` outputs (traced for
+`training` False and True), `m.trainable_variables` are E's trainable
+weights, `m.variables` all of G's, E's and D's, `m.regularization_losses` is
+empty; and `m.encode_train(x)` (= `m(x, training=True)`) runs E in training
+mode: batch statistics, moving statistics updated, fresh `z_sample` noise.
+hub.KerasLayer(path, trainable=True, output_key='avepool_feat') and
+keras.layers.TFSMLayer(path, call_endpoint='encode',
+call_training_endpoint='encode_train', trainable=True) train E with them
+(docs/finetuning.md). The moving statistics training mode updates are the
+ones every inference function reads, so after fine-tuning in a process the
+signatures use them; only training mode changes them.
+
 Inference is batch-independent: every batch norm runs in inference mode, on
 moving statistics. Those of the EMA networks are copied from the live
 networks at checkpoint time and do not fit the averaged weights, so by
@@ -126,9 +139,11 @@ class BigBiGANModule(tf.Module):
 
   Build it with float32 networks in inference-ready state (see `export`).
   As TF Hub's Reusable SavedModel API asks, `variables`,
-  `trainable_variables` and `regularization_losses` are saved attributes
-  (plain lists here, not tf.Module's computed properties), so that e.g.
-  hub.KerasLayer lists the module's weights.
+  `trainable_variables` (E's only: what fine-tuning trains) and
+  `regularization_losses` are saved attributes (plain lists here, not
+  tf.Module's computed properties), so that e.g. hub.KerasLayer lists the
+  module's weights; `__call__(x, training)` and `encode_train(x)` run E for
+  fine-tuning (see the module docstring).
   """
 
   variables = None  # Instance lists; see the class docstring.
@@ -150,8 +165,9 @@ class BigBiGANModule(tf.Module):
     self.discriminator = _variables_of(discriminator)
     networks = (generator, encoder, discriminator)
     self.variables = [v for net in networks for v in net.variables]
-    self.trainable_variables = [v for net in networks
-                                for v in net.trainable_variables]
+    # Only E's: fine-tuning (hub.KerasLayer(trainable=True), TFSMLayer)
+    # trains the encoder that `__call__` and `encode_train` run.
+    self.trainable_variables = list(encoder.trainable_variables)
     self.regularization_losses = []
     self.step = tf.Variable(step, dtype=tf.int64, trainable=False,
                             name='step')
@@ -176,6 +192,13 @@ class BigBiGANModule(tf.Module):
     # Not an attribute: the signature alone, like the Hub module's default.
     self._serve = function(self._serving_default,
                            input_signature=[self._x_e_spec])
+    # The Reusable SavedModel API: `training` is a Python bool, so both
+    # traces are made here and saved (a loaded function cannot be retraced).
+    self.__call__ = function(self._call)
+    for training in (False, True):
+      self.__call__.get_concrete_function(self._x_e_spec, training=training)
+    self.encode_train = function(self._encode_train,
+                                 input_signature=[self._x_e_spec])
 
   def _generate(self, z):
     z = _checked(z, self._z_spec, 'generate', '')
@@ -187,6 +210,22 @@ class BigBiGANModule(tf.Module):
     x = _checked(x, self._x_e_spec, 'encode', ' in [-1, 1]')
     noise = tf.random.normal([tf.shape(x)[0], self._z_dim])
     out = self._networks.encoder(x, training=False, noise=noise)
+    return {'default': out['z_mean'], **out}
+
+  def _call(self, x, training=False):
+    """`encode` (training False) or `encode_train` (True), as a dict."""
+    return self._encode_train(x) if training else self._encode(x)
+
+  def _encode_train(self, x):
+    """E in training mode: for fine-tuning, never in the signatures.
+
+    Batch norm normalizes with batch statistics and updates the moving
+    statistics that `encode` and the signatures read (in memory; the file is
+    unchanged until saved again). `z_sample` draws fresh noise.
+    """
+    x = _checked(x, self._x_e_spec, 'encode_train', ' in [-1, 1]')
+    noise = tf.random.normal([tf.shape(x)[0], self._z_dim])
+    out = self._networks.encoder(x, training=True, noise=noise)
     return {'default': out['z_mean'], **out}
 
   def _discriminate(self, x, z):
