@@ -44,7 +44,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (instead of --preset).', lock_config=False)
 _PRESET = flags.DEFINE_enum('preset', None, ['biggan32', 'biggan128', 'default'],
                             'Named benchmark setting.')
-_PRECISION = flags.DEFINE_enum('precision', None, ['float32', 'mixed_bfloat16'],
+_PRECISION = flags.DEFINE_enum('precision', None, ['auto', 'float32', 'mixed_bfloat16'],
                                'Override train.precision.')
 _JIT = flags.DEFINE_bool('jit_compile', None, 'Override train.jit_compile.')
 _REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed loop calls.')
@@ -157,8 +157,10 @@ def _build_trainer(config):
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
 
   config_lib.validate(config)
+  config = hardware.resolve(config).config
   # The dtype policy is read when layers are made.
   keras.config.set_dtype_policy(config.train.precision)
   state = train_lib.TrainState(config)
@@ -256,8 +258,12 @@ def compare(config, variants, *, rounds: int, steps_per_call: int,
         'ratio_to_base_median': round(statistics.median(
             [a / b for a, b in zip(ts, times[0])]), 3),
     })
+  from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
+  resolution = hardware.resolve(config)
   return {'compare': rows, 'rounds': rounds,
-          'precision': config.train.precision, 'encoder': encoder_name(config)}
+          'precision': resolution.config.train.precision,
+          'device': resolution.device.describe(),
+          'encoder': encoder_name(config)}
 
 
 def run(config, *, repeats: int, steps_per_call: int, warmup: int,
@@ -265,6 +271,9 @@ def run(config, *, repeats: int, steps_per_call: int, warmup: int,
   """Measures `config`'s training iteration; returns the figures."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
+  from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
+  resolution = hardware.resolve(config)
+  config = resolution.config
   state, trainer, ds = _build_trainer(config)
   iterator = iter(ds)
   n = tf.constant(steps_per_call, tf.int32)
@@ -312,6 +321,13 @@ def run(config, *, repeats: int, steps_per_call: int, warmup: int,
       'encoder': encoder_name(config),
       'disc_iters': config.optim.disc_iters,
       'precision': config.train.precision,
+      'device': resolution.device.describe(),
+      'cpu_model': resolution.device.name if resolution.device.kind == 'cpu'
+                   else None,
+      'cpu_isa': hardware.isa_features(resolution.device.cpu_flags),
+      'resolved': {k: {'requested': hardware.requested_value(resolution, k),
+                       'value': v, 'why': why}
+                   for k, (v, why) in resolution.choices.items()},
       'jit_compile': config.train.jit_compile,
       'threads': os.cpu_count(),
   }

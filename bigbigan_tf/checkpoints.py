@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from bigbigan_tf import config_lib
 from bigbigan_tf import ema as ema_lib
+from bigbigan_tf import hardware
 from bigbigan_tf import models
 from bigbigan_tf import optimizers
 
@@ -58,7 +59,9 @@ class TrainState:
 
     def adam(lr, variables):
       opt = optimizers.Adam(learning_rate=lr, beta_1=o.beta1, beta_2=o.beta2,
-                            epsilon=o.epsilon, fused=o.fused_adam)
+                            epsilon=o.epsilon,
+                            fused=hardware.switch(o.fused_adam,
+                                                  'optim.fused_adam'))
       # Built here, in the strategy scope: a lazily built Adam fails on the
       # first distributed step.
       opt.build(variables)

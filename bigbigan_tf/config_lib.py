@@ -12,17 +12,22 @@ from typing import Any
 import ml_collections
 import tensorflow as tf
 
+from bigbigan_tf import hardware
 from bigbigan_tf.models.generator import G_ARCH
 
 CONFIG_FILENAME = 'config.json'
 RESOLUTIONS = tuple(sorted(G_ARCH))
-PRECISIONS = ('float32', 'mixed_bfloat16')
+PRECISIONS = ('auto', 'float32', 'mixed_bfloat16')
 ENCODER_KINDS = ('resnet_v2',)
 AUGMENTATIONS = ('resnet', 'none')
 DATA_NAME_FORMS = "'mnist', 'tfds:NAME' or 'folder:PATH'"
 # Fields that may change when a run is resumed: training longer is not a
-# different experiment.
-RESUMABLE_FIELDS = ('num_train_steps',)
+# different experiment, and the speed switches and precision follow the
+# hardware ('auto'; a resume that resolves them differently is logged and
+# recorded in W/hardware.json).
+RESUMABLE_FIELDS = ('num_train_steps', 'train.precision',
+                    'model.fused_resampling', 'model.fused_batch_norm',
+                    'optim.fused_adam')
 
 
 class ConfigError(ValueError):
@@ -129,6 +134,12 @@ def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
            t[field], 'it must be an integer >= 1')
   _check(0 <= t.ema_decay < 1, 'train.ema_decay', t.ema_decay,
          'it must be in [0, 1)')
+  for field in hardware.SWITCHES:
+    try:
+      hardware.parse_switch(config[field.split('.')[0]][field.split('.')[1]],
+                            field)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:

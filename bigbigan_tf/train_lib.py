@@ -25,6 +25,7 @@ from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
 from bigbigan_tf import grids
+from bigbigan_tf import hardware
 from bigbigan_tf import losses
 from bigbigan_tf.models import ops
 
@@ -295,13 +296,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   strategy = strategy or tf.distribute.get_strategy()
   config_lib.validate(config, num_replicas=strategy.num_replicas_in_sync)
   checkpoints.check_workdir_config(config, workdir)
+  # 'auto' precision and speed switches, settled for this machine; the
+  # workdir keeps the config as given, and W/hardware.json what it became.
+  resolution = hardware.resolve(config)
+  for line in resolution.log_lines():
+    logging.info('%s', line)
+  config = resolution.config
   if config.train.deterministic:
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.seed)
   previous_policy = keras.config.dtype_policy()
   keras.config.set_dtype_policy(config.train.precision)
   try:
-    return _train(config, workdir, strategy)
+    return _train(config, workdir, strategy, resolution)
   finally:
     keras.config.set_dtype_policy(previous_policy)
 
@@ -328,7 +335,7 @@ def _data_iterator(config, strategy, *, seed):
       global_batch_size=config.batch_size, seed=seed))
 
 
-def _train(config, workdir, strategy):
+def _train(config, workdir, strategy, resolution):
   t = config.train
   with strategy.scope():
     state = TrainState(config)
@@ -343,6 +350,10 @@ def _train(config, workdir, strategy):
     ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     logging.info('Resumed from %s (step %d).', manager.latest_checkpoint,
                  int(state.step.numpy()))
+  changed = hardware.record_in_workdir(resolution, workdir,
+                                       int(state.step.numpy()))
+  if changed:
+    logging.warning('%s', changed)
     if not t.checkpoint_data_iterator:
       # Without a stored position, restart the stream on a new seed so a
       # resumed run does not replay the first batches.

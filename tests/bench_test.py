@@ -77,15 +77,15 @@ class CompareTest(tf.test.TestCase):
   def test_overrides_are_typed_like_their_fields(self):
     config = tiny.get_config()
     variant = bench.with_overrides(
-        config, 'model.fused_batch_norm=false; model.fused_resampling_min_size'
+        config, 'optim.eg_reuses_d_forward=false; model.fused_resampling_min_size'
         '=16;model.encoder.blocks_per_stage=(1, 2);optim.d_lr=1e-3')
-    self.assertIs(variant.model.fused_batch_norm, False)
+    self.assertIs(variant.optim.eg_reuses_d_forward, False)
     self.assertEqual(variant.model.fused_resampling_min_size, 16)
     self.assertEqual(tuple(variant.model.encoder.blocks_per_stage), (1, 2))
     self.assertEqual(variant.optim.d_lr, 1e-3)
-    self.assertTrue(config.model.fused_batch_norm)  # the original is kept
+    self.assertTrue(config.optim.eg_reuses_d_forward)  # the original is kept
     for bad, message in (('model.nope=1', "'model.nope' is not a config"),
-                         ('model.fused_batch_norm=maybe', 'not a valid value'),
+                         ('optim.eg_reuses_d_forward=maybe', 'not a valid value'),
                          ('optim.d_lr=fast', 'not a valid value'),
                          ('model', 'is not key=value')):
       with self.assertRaisesRegex(ValueError, message):

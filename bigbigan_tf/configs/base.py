@@ -59,15 +59,18 @@ def get_base_config() -> ml_collections.ConfigDict:
   # at the lower resolution and F's 3x3-conv-then-average-pool as one
   # stride-2 4x4 conv: the same networks and weights (equal up to float
   # rounding) with about a third fewer FLOPs in G and F. False = the literal
-  # order everywhere (README, Performance).
-  config.model.fused_resampling = True
+  # order everywhere. 'auto' (bigbigan_tf/hardware.py): on where measured
+  # faster (CPUs), off on GPU and TPU (not measured there). Speed only: may
+  # change when a run is resumed.
+  config.model.fused_resampling = 'auto'
   # ... but only in blocks whose low-resolution side is at least this many
   # pixels: below it (4x4 maps, hundreds of channels) oneDNN's strided and
   # transposed convolutions were slower here than the literal order. 1 = all.
   config.model.fused_resampling_min_size = 8
   # Batch norm as TensorFlow's fused op (FusedBatchNormV3) instead of Keras'
-  # separate ops: the same function, 2-3x faster here (layers.BatchNormalization).
-  config.model.fused_batch_norm = True
+  # separate ops: the same function (layers.BatchNormalization). 'auto': on
+  # CPUs (measured faster or neutral), off on GPU and TPU.
+  config.model.fused_batch_norm = 'auto'
 
   config.model.generator = ml_collections.ConfigDict()
   # Base channel width; block widths are ch times BigGAN's multipliers. Paper: 96.
@@ -138,8 +141,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.optim.eg_reuses_d_forward = True
   # Adam's update as one TensorFlow op per variable (`optimizers.Adam`; the
   # same formula and variables as Keras' Adam, whose ~20 small ops per
-  # variable it replaces). False: Keras' own update.
-  config.optim.fused_adam = True
+  # variable it replaces). False: Keras' own update. 'auto': on CPUs with
+  # AVX-512; off on AVX2-only CPUs (Keras' update measured faster there), GPUs
+  # and TPUs.
+  config.optim.fused_adam = 'auto'
   # Weight of BigGAN's orthogonal regularisation on G (BigGAN: 1e-4); off by default.
   config.optim.g_ortho_reg = 0.0
 
@@ -161,8 +166,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   # (before that, the EMA copies the weights). BigGAN-PyTorch starts at 20k.
   config.train.ema_decay = 0.9999
   config.train.ema_start = 20_000
-  # Compute in bfloat16 with float32 weights ('mixed_bfloat16') or 'float32'.
-  config.train.precision = 'float32'
+  # Compute in bfloat16 with float32 weights ('mixed_bfloat16'), in
+  # 'float32', or 'auto': mixed_bfloat16 where the device computes bfloat16
+  # natively (TPU; NVIDIA GPU of compute capability >= 8.0; x86 CPU with
+  # AMX-BF16 or AVX512_BF16), float32 elsewhere, where bfloat16 is emulated
+  # and several times slower (bigbigan_tf/hardware.py). The choice and its
+  # reason are logged and recorded in W/hardware.json.
+  config.train.precision = 'auto'
   # Compile the training step with XLA.
   config.train.jit_compile = False
   # Make ops deterministic (tf.config.experimental.enable_op_determinism);

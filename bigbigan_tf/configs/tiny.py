@@ -38,5 +38,7 @@ def get_config():
   config.train.grid_size = 4
   config.train.ema_decay = 0.9
   config.train.ema_start = 0
+  # float32 on every machine, so tests compute the same whatever the CPU.
+  config.train.precision = 'float32'
   config.lock()
   return config

@@ -5,6 +5,7 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 
+from bigbigan_tf import hardware
 from bigbigan_tf.models import layers
 from bigbigan_tf.models.discriminator import Discriminator
 from bigbigan_tf.models.encoder import Encoder
@@ -28,13 +29,17 @@ def build_networks(model_config: ml_collections.ConfigDict) -> Networks:
     (batch 2) so every weight exists, e.g. for checkpoint restore.
   """
   m = model_config
-  with layers.fused_batch_norm(m.fused_batch_norm):
+  # 'auto' switches follow this machine (bigbigan_tf/hardware.py).
+  fused_resampling = hardware.switch(m.fused_resampling,
+                                     'model.fused_resampling')
+  with layers.fused_batch_norm(hardware.switch(m.fused_batch_norm,
+                                               'model.fused_batch_norm')):
     g, e, d = m.generator, m.encoder, m.discriminator
     generator = Generator(
         resolution=m.resolution, z_dim=m.z_dim, ch=g.ch,
         attention_resolution=g.attention_resolution, embed_dim=g.embed_dim,
         bn_epsilon=g.bn_epsilon, bn_momentum=g.bn_momentum,
-        fused_resampling=m.fused_resampling,
+        fused_resampling=fused_resampling,
         fused_min_size=m.fused_resampling_min_size)
     encoder = Encoder(
         z_dim=m.z_dim, blocks_per_stage=tuple(e.blocks_per_stage),
@@ -45,7 +50,7 @@ def build_networks(model_config: ml_collections.ConfigDict) -> Networks:
         resolution=m.resolution, ch=d.ch,
         attention_resolution=d.attention_resolution, h_width=d.h_width,
         h_depth=d.h_depth, j_width=d.j_width, j_depth=d.j_depth,
-        fused_resampling=m.fused_resampling,
+        fused_resampling=fused_resampling,
         fused_min_size=m.fused_resampling_min_size)
     z = np.zeros((2, m.z_dim), np.float32)
     x = np.zeros((2, m.resolution, m.resolution, 3), np.float32)
