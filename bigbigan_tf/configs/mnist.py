@@ -10,13 +10,13 @@ from bigbigan_tf.configs import base
 
 def get_config():
   config = base.get_base_config()
-  # Sized to finish in under 20 minutes on a 2-core CPU: 0.18 s per
-  # iteration (median, `python -m bigbigan_tf.bench
-  # --config=bigbigan_tf/configs/mnist.py`). Batch 16 over 32: at equal wall
-  # time more, smaller steps gave the better encoder (probe error 6.5% after
-  # 2,000 steps of 16 vs 8.5% after 1,000 of 32, in 7-8 minutes each).
+  # Sized for 20 minutes on the slowest 2-core CPU seen (AVX2 only, float32):
+  # about 55 TFLOP of training there, i.e. num_train_steps x the bench's
+  # `iteration_gflop` (10.9 at batch 8). Batch 8 keeps the 5,000 steps (more,
+  # smaller steps learned the encoder best at a fixed budget; 2,500 steps of
+  # 16 lost the reconstructions). Measured trade-offs: docs/experiments.md.
   config.num_train_steps = 5000
-  config.batch_size = 16
+  config.batch_size = 8
 
   config.data.name = 'mnist'
   config.data.split = 'train'
