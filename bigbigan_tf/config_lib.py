@@ -13,10 +13,11 @@ import ml_collections
 import tensorflow as tf
 
 from bigbigan_tf import hardware
-from bigbigan_tf.models.generator import G_ARCH
+from bigbigan_tf.models import discriminator as d_arch
+from bigbigan_tf.models import generator as g_arch
 
 CONFIG_FILENAME = 'config.json'
-RESOLUTIONS = tuple(sorted(G_ARCH))
+RESOLUTIONS = tuple(sorted(g_arch.G_ARCH))
 PRECISIONS = ('auto', 'float32', 'mixed_bfloat16')
 ENCODER_KINDS = ('resnet_v2',)
 AUGMENTATIONS = ('resnet', 'none')
@@ -40,10 +41,6 @@ def _check(ok: bool, field: str, value: Any, allowed: str):
                       f'Set it with --config.{field}=VALUE.')
 
 
-def _g_block_resolutions(resolution: int) -> list[int]:
-  return [4 * 2 ** (i + 1) for i in range(len(G_ARCH[resolution][0]))]
-
-
 def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
   """Raises ConfigError naming the first invalid field, or returns None.
 
@@ -54,7 +51,7 @@ def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
   m = config.model
   _check(m.resolution in RESOLUTIONS, 'model.resolution', m.resolution,
          f'allowed values are {list(RESOLUTIONS)}')
-  num_chunks = len(G_ARCH[m.resolution][0]) + 1
+  num_chunks = g_arch.num_z_chunks(m.resolution)
   _check(isinstance(m.z_dim, int) and m.z_dim >= 1, 'model.z_dim', m.z_dim,
          'it must be an integer >= 1')
   _check(m.z_dim >= num_chunks, 'model.z_dim', m.z_dim,
@@ -67,16 +64,17 @@ def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
          f'it must be a multiple of model.resolution={m.resolution} '
          f'(e.g. {m.resolution} or {2 * m.resolution}), so real images can '
          'be average-pooled to G\'s resolution for F')
-  g_res = _g_block_resolutions(m.resolution)
-  _check(m.generator.attention_resolution in [0] + g_res,
+  g_res = g_arch.attention_resolutions(m.resolution)
+  _check(m.generator.attention_resolution in g_res,
          'model.generator.attention_resolution',
          m.generator.attention_resolution,
-         f'allowed values at resolution {m.resolution} are {[0] + g_res}')
-  d_res = [m.resolution // 2 ** (i + 1) for i in range(len(g_res))]
-  _check(m.discriminator.attention_resolution in [0] + d_res,
+         f'allowed values at resolution {m.resolution} are {g_res}')
+  d_res = d_arch.attention_resolutions(m.resolution)
+  _check(m.discriminator.attention_resolution in d_res,
          'model.discriminator.attention_resolution',
          m.discriminator.attention_resolution,
-         f'allowed values at resolution {m.resolution} are {[0] + d_res}')
+         f"allowed values at resolution {m.resolution} are {d_res} (F's "
+         'resolutions after its downsampling blocks)')
   for field in ('generator.ch', 'discriminator.ch', 'discriminator.h_width',
                 'discriminator.j_width', 'encoder.head_width'):
     value = m[field.split('.')[0]][field.split('.')[1]]

@@ -39,6 +39,10 @@ class ConfigTest(tf.test.TestCase):
         ('data.name', 'tfds:', r'data\.name'),
         ('model.generator.attention_resolution', 64,
          r'attention_resolution = 64.*\[0, 8, 16, 32\]'),
+        # F at 32px downsamples only to 8x8 (models.discriminator.D_ARCH), so
+        # attention at 4 would silently build no attention layer.
+        ('model.discriminator.attention_resolution', 4,
+         r'attention_resolution = 4.*\[0, 16, 8\]'),
         ('train.precision', 'float16', r"mixed_bfloat16"),
         ('optim.disc_iters', 0, r'disc_iters'),
     ]

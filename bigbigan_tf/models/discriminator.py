@@ -9,16 +9,26 @@ from keras import ops
 
 from bigbigan_tf.models import layers
 
-# BigGAN's discriminator widths per input resolution: (input width of each
-# block, output width of each block, whether it halves the resolution), in
-# units of ch; the image's 3 channels come first.
+# BigGAN's discriminator per input resolution: (output width of each block,
+# in units of ch; whether it halves the resolution). Each block's input width
+# is the previous block's output (the image's 3 channels first).
 D_ARCH = {
-    32: ((None, 4, 4, 4), (4, 4, 4, 4), (True, True, False, False)),
-    64: ((None, 1, 2, 4, 8), (1, 2, 4, 8, 16), (True,) * 5),
-    128: ((None, 1, 2, 4, 8, 16), (1, 2, 4, 8, 16, 16), (True,) * 5 + (False,)),
-    256: ((None, 1, 2, 4, 8, 8, 16), (1, 2, 4, 8, 8, 16, 16),
-          (True,) * 6 + (False,)),
+    32: ((4, 4, 4, 4), (True, True, False, False)),
+    64: ((1, 2, 4, 8, 16), (True,) * 5),
+    128: ((1, 2, 4, 8, 16, 16), (True,) * 5 + (False,)),
+    256: ((1, 2, 4, 8, 8, 16, 16), (True,) * 6 + (False,)),
 }
+
+
+def attention_resolutions(resolution: int) -> list[int]:
+  """Where F's self-attention may go (0 = none): after a block that halves
+  the resolution, at that block's output resolution."""
+  out, res = [0], resolution
+  for down in D_ARCH[resolution][1]:
+    if down:
+      res //= 2
+      out.append(res)
+  return out
 
 
 class ImageDiscriminator(layers.BlockStack, keras.Model):
@@ -31,7 +41,7 @@ class ImageDiscriminator(layers.BlockStack, keras.Model):
     if resolution not in D_ARCH:
       raise ValueError(f'Discriminator resolution {resolution} is not one of '
                        f'{sorted(D_ARCH)}.')
-    _, out_mult, down = D_ARCH[resolution]
+    out_mult, down = D_ARCH[resolution]
     self.resolution = resolution
     blocks, self.attention_after = [], -1
     res = resolution

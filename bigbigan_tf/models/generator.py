@@ -17,6 +17,21 @@ G_ARCH = {
 }
 
 
+def block_resolutions(resolution: int) -> list[int]:
+  """Output resolution of each of G's blocks at `resolution` (4x4 doubled)."""
+  return [4 * 2 ** (i + 1) for i in range(len(G_ARCH[resolution][1]))]
+
+
+def attention_resolutions(resolution: int) -> list[int]:
+  """Where G's self-attention may go: after any block (0 = none)."""
+  return [0] + block_resolutions(resolution)
+
+
+def num_z_chunks(resolution: int) -> int:
+  """How many chunks G splits z into: one per block plus one."""
+  return len(G_ARCH[resolution][1]) + 1
+
+
 def z_chunk_sizes(z_dim: int, num_blocks: int) -> list[int]:
   """Sizes of z's chunks: one for the 4x4 linear layer, one per block.
 
@@ -55,13 +70,12 @@ class Generator(layers.BlockStack, keras.Model):
     self.base_channels = in_mult[0] * ch
     self.linear = layers.SNDense(4 * 4 * self.base_channels, name='linear')
     blocks, self.attention_after = [], -1
-    res = 4
-    for i, mult in enumerate(out_mult):
+    for i, (mult, res) in enumerate(zip(out_mult,
+                                        block_resolutions(resolution))):
       blocks.append(layers.GBlock(
           mult * ch, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum,
           fused_resampling=fused_resampling, fused_min_size=fused_min_size,
           name=f'block{i}'))
-      res *= 2
       if res == attention_resolution:
         self.attention_after = i
         self.attention_layer = layers.SelfAttention(name=f'attention{res}')
