@@ -156,6 +156,7 @@ def _build_trainer(config):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import checkpoints  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
 
@@ -163,7 +164,7 @@ def _build_trainer(config):
   config = hardware.resolve(config).config
   # The dtype policy is read when layers are made.
   keras.config.set_dtype_policy(config.train.precision)
-  state = train_lib.TrainState(config)
+  state = checkpoints.TrainState(config)
   trainer = train_lib.Trainer(state, tf.distribute.get_strategy())
   ds = data_lib.make_dataset(config.data,
                              image_size=config.model.encoder_resolution,

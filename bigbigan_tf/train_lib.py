@@ -29,9 +29,6 @@ from bigbigan_tf import hardware
 from bigbigan_tf import losses
 from bigbigan_tf.models import ops
 
-# The training loop builds its state here; callers of the loop (bench.py)
-# reach it as train_lib.TrainState.
-TrainState = checkpoints.TrainState
 
 class NonFiniteLossError(RuntimeError):
   """A loss became NaN or infinite; the last good checkpoint is kept."""
@@ -55,7 +52,7 @@ def _ema_decay(config, step: tf.Tensor) -> tf.Tensor:
 class Trainer:
   """Builds the compiled training loop for a TrainState under a strategy."""
 
-  def __init__(self, state: TrainState, strategy: tf.distribute.Strategy):
+  def __init__(self, state: checkpoints.TrainState, strategy: tf.distribute.Strategy):
     self.state, self.strategy = state, strategy
     self.config = state.config
     jit = self.config.train.jit_compile
@@ -246,7 +243,7 @@ def _fixed_inputs(config, num: int):
   return z, images
 
 
-def write_grids(state: TrainState, workdir: str, step: int, z: np.ndarray,
+def write_grids(state: checkpoints.TrainState, workdir: str, step: int, z: np.ndarray,
                 real: np.ndarray, writer=None) -> dict[str, str]:
   """Samples G_ema(z) and reconstructions G_ema(E_ema(x).z_mean) as PNGs."""
   cols = state.config.train.grid_size
@@ -338,7 +335,7 @@ def _data_iterator(config, strategy, *, seed):
 def _train(config, workdir, strategy, resolution):
   t = config.train
   with strategy.scope():
-    state = TrainState(config)
+    state = checkpoints.TrainState(config)
   iterator = _data_iterator(config, strategy, seed=config.seed)
   extra = {'data_iterator': iterator} if t.checkpoint_data_iterator else {}
   ckpt = state.checkpoint(**extra)
