@@ -26,6 +26,12 @@ gap collapses as D's loss jumps up. No warning before `warmup` values are
 known (early training moves fast). One warning per excursion: a signal that
 warned warns again only after a value back inside its range. Training never
 stops on a warning; the user decides.
+
+Defaults: window 50 logs, warm-up 10, k = 8, rel = 0.5, abs_margin = 0.25.
+k = 8 rather than the textbook 3-5 because the MAD of 10-50 values is itself
+noisy and every layer is tested at every log: the defaults raised no warning
+on 60 steady series of 2,000 logs (Gaussian noise of 20%, uniform +/- 40%,
+noise of 0.05 about zero; 20 seeds each), where window 20 and k = 6 raised 10.
 """
 
 import collections
@@ -134,7 +140,7 @@ class CollapseDetector:
   in memory only: after a resume it warms up again.
   """
 
-  def __init__(self, *, window: int = 20, warmup: int = 10, k: float = 6.0,
+  def __init__(self, *, window: int = 50, warmup: int = 10, k: float = 8.0,
                rel: float = 0.5, abs_margin: float = 0.25):
     """Sets the rule's constants.
 
