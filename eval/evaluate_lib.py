@@ -480,7 +480,8 @@ def _prdc_results(result, real, fake, *, space: str, k: int,
   result['notes']['prdc'] = (
       f'improved precision / recall and density / coverage, k = {k}, on '
       + ('Inception pool_3 features' if space == 'inception' else
-         f'the features of the digit classifier ({DIGIT_FID_NOTE})')
+         'the digit classifier\'s penultimate features (offline stand-in; '
+         'NOT comparable with Inception-based figures)')
       + f'; {num_samples} generated vs {real["num_limited"]} real images'
       + shortfall)
 
