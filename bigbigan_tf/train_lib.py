@@ -27,6 +27,7 @@ from bigbigan_tf import data as data_lib
 from bigbigan_tf import grids
 from bigbigan_tf import hardware
 from bigbigan_tf import losses
+from bigbigan_tf import monitoring
 from bigbigan_tf.models import ops
 
 
@@ -370,6 +371,7 @@ def _train(config, workdir, strategy, resolution):
   metrics, stopped_by = {}, None
   start_step, start_time = step, time.time()
   last_log_time, last_log_step = start_time, step
+  collapse = monitoring.CollapseDetector()
   with _StopSignal() as stop:
     while step < total:
       boundaries = [total, step + t.steps_per_loop]
@@ -396,8 +398,17 @@ def _train(config, workdir, strategy, resolution):
         logging.info('step %d/%d (%.1f%%): d_loss %.4f, eg_loss %.4f, '
                      '%.1f images/s, ETA %s', step, total, 100 * step / total,
                      out['d_loss'], out['eg_loss'], ips, _format_eta(eta))
+        svs = monitoring.singular_values(
+            {'generator': state.nets.generator,
+             'discriminator': state.nets.discriminator})
+        for alarm in collapse.update(step,
+                                     monitoring.collapse_signals(out, svs)):
+          logging.warning('%s', monitoring.describe(
+              alarm, checkpoint=manager.latest_checkpoint))
         with writer.as_default():
           for k, v in out.items():
+            tf.summary.scalar(k, v, step=step)
+          for k, v in monitoring.summary_scalars(svs).items():
             tf.summary.scalar(k, v, step=step)
           tf.summary.scalar('images_per_second', ips, step=step)
           for name, opt in (('g', state.g_opt), ('e', state.e_opt),

@@ -1,7 +1,7 @@
 r"""Evaluates a training run: python eval/evaluate.py --workdir=W [flags].
 
   python eval/evaluate.py --workdir=W [--module=EXPORT_DIR] \
-      [--metrics=is,fid,kid,linear_probe,grids,digit_fid,recon_accuracy] \
+      [--metrics=is,fid,kid,linear_probe,grids,digit_fid,recon_accuracy,prdc] \
       [--num_samples=50000] [--inception=HANDLE_OR_PATH] [--batch_size=100] \
       [--checkpoint=W/checkpoints/ckpt-STEP] [--feature=avepool_feat]
 
@@ -37,7 +37,7 @@ _MODULE = flags.DEFINE_string(
     'BigBiGAN TF Hub module) instead of the workdir\'s checkpoint.')
 _METRICS = flags.DEFINE_string(
     'metrics', 'auto', 'Comma-separated metrics from is, fid, kid, '
-    'linear_probe, grids, digit_fid, recon_accuracy; auto = is,fid,kid,'
+    'linear_probe, grids, digit_fid, recon_accuracy, prdc; auto = is,fid,kid,'
     'linear_probe,grids plus digit_fid,recon_accuracy on digit data.')
 _NUM_SAMPLES = flags.DEFINE_integer(
     'num_samples', 50_000, 'Generated images for IS/FID/KID/digit_fid (50K as '
@@ -63,6 +63,9 @@ _PROBE_EPOCHS = flags.DEFINE_integer(
 _DIGIT_CLASSIFIER_EPOCHS = flags.DEFINE_integer(
     'digit_classifier_epochs', 8, 'Epochs when the digit classifier has to '
     'be trained (it is cached in WORKDIR/eval/).', lower_bound=1)
+_PRDC_K = flags.DEFINE_integer(
+    'prdc_k', 5, 'k of the k-nearest-neighbour balls of prdc (precision, '
+    'recall, density, coverage).', lower_bound=1)
 _STANDING_STATS_BATCHES = flags.DEFINE_integer(
     'standing_stats_batches', 16, 'For a checkpoint: batches of BigGAN '
     'standing statistics for the EMA networks\' batch norms, as export.py '
@@ -88,6 +91,7 @@ def main(argv):
         inception=_INCEPTION.value, seed=_SEED.value,
         probe_epochs=_PROBE_EPOCHS.value,
         digit_classifier_epochs=_DIGIT_CLASSIFIER_EPOCHS.value,
+        prdc_k=_PRDC_K.value,
         standing_stats_batches=_STANDING_STATS_BATCHES.value)
   except (evaluate_lib.EvaluationError, features.ModuleLoadError,
           FileNotFoundError, config_lib.ConfigError,

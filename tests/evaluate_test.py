@@ -30,6 +30,7 @@ from bigbigan_tf.evaluation import evaluate_lib
 from bigbigan_tf.evaluation import features as features_lib
 from bigbigan_tf.evaluation import linear_probe as probe_lib
 from bigbigan_tf.evaluation import metrics as metrics_lib
+from bigbigan_tf.evaluation import prdc as prdc_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tiny config: G at 32x32, E at 64x64, z_dim 16, 4x4 grids; MNIST has
@@ -39,7 +40,8 @@ RES, RES_E, Z_DIM, GRID = 32, 64, 16, 4
 NUM_SAMPLES, BATCH, SEED = 64, 50, 0
 SCALARS = ('is', 'is_std', 'fid', 'kid', 'linear_probe/top1',
            'linear_probe/top5', 'linear_probe/train_val_top1', 'digit_fid',
-           'recon_accuracy', 'digit_classifier_accuracy')
+           'recon_accuracy', 'digit_classifier_accuracy', 'prdc/precision',
+           'prdc/recall', 'prdc/density', 'prdc/coverage')
 
 
 def _small_classifier():
@@ -225,6 +227,14 @@ class EvaluateTest(tf.test.TestCase):
         got['kid'], metrics_lib.kernel_distance(real['pool_3'],
                                                 fake['pool_3']),
         rtol=1e-3, atol=1e-4)
+
+  def test_prdc_equals_a_direct_computation_on_fids_features(self):
+    want = prdc_lib.prdc(self.classifier(self.real)['pool_3'],
+                         self.classifier(self.fake)['pool_3'], k=5)
+    for name, value in want.items():
+      self.assertAllClose(self.result['metrics'][f'prdc/{name}'], value,
+                          atol=1e-6, msg=name)
+    self.assertEqual(self.result['details']['prdc']['k'], 5)
 
   def test_tensorboard_holds_the_scalars_and_grids(self):
     values = _event_values(os.path.join(self.workdir, 'eval'))

@@ -19,7 +19,7 @@ import tf_keras
 import testing
 from bigbigan_tf import data as data_lib
 from bigbigan_tf import export_lib
-from bigbigan_tf import train_lib
+from bigbigan_tf import checkpoints
 
 RES_E, CLASSES, BATCH, EPOCHS = 64, 10, 32, 6
 
@@ -40,7 +40,7 @@ class FinetuneTest(tf.test.TestCase):
     cls.root = tempfile.mkdtemp()
     workdir = os.path.join(cls.root, 'run')
     testing.train_tiny(workdir, steps=2)
-    config, cls.state, _ = train_lib.restore(workdir)
+    config, cls.state, _ = checkpoints.restore(workdir)
     module, info = export_lib.build_module(
         config, cls.state, step=int(cls.state.step.numpy()),
         standing_stats_batches=2, standing_stats_batch_size=8)

@@ -84,7 +84,11 @@ class TrainInProcessTest(tf.test.TestCase):
         tags.update(v.tag for v in event.summary.value)
     for tag in ('d_loss', 'eg_loss', 'd_loss_score_xz', 'eg_loss_score_z',
                 'd/real_score_x', 'd/fake_score_z', 'images_per_second',
-                'learning_rate/e', 'samples', 'reconstructions'):
+                'learning_rate/e', 'samples', 'reconstructions',
+                # sigma_0 of SN layers of both networks, and their maxima.
+                'sv/generator/linear', 'sv/generator/block0/conv1',
+                'sv/discriminator/F/score', 'sv/discriminator/J/mlp/proj',
+                'sv_max/generator', 'sv_max/discriminator'):
       self.assertIn(tag, tags)
     saved = config_lib.load(workdir)
     self.assertEqual(saved.data.name, f'folder:{folder}')

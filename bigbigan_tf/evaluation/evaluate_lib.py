@@ -26,6 +26,11 @@ Metrics (names for `metrics=`):
                    (`digit_classifier` here) trained on the training
                    split: an offline stand-in for FID on digit data, NOT
                    comparable with Inception FID.
+  prdc             improved precision / recall (Kynkaenniemi et al. 2019) and
+                   density / coverage (Naeem et al. 2020), k = prdc_k, on
+                   FID's features and samples (`prdc` here): Inception's
+                   pool_3 where it loads, else the digit CNN's features on
+                   digit data.
   recon_accuracy   how often the digit CNN gives a reconstruction
                    G(E(x).z_mean) the label of x, with the CNN's accuracy on
                    the real images for scale.
@@ -57,10 +62,12 @@ from bigbigan_tf.evaluation import digit_classifier as digit_lib
 from bigbigan_tf.evaluation import features as features_lib
 from bigbigan_tf.evaluation import linear_probe as probe_lib
 from bigbigan_tf.evaluation import metrics as metrics_lib
+from bigbigan_tf.evaluation import prdc as prdc_lib
 
 GENERATIVE_METRICS = ('is', 'fid', 'kid')
 DIGIT_METRICS = ('digit_fid', 'recon_accuracy')
-METRICS = GENERATIVE_METRICS + ('linear_probe', 'grids') + DIGIT_METRICS
+METRICS = (GENERATIVE_METRICS + ('linear_probe', 'grids') + DIGIT_METRICS +
+           ('prdc',))
 # The paper's (and the usual IS / FID protocol's) sample count.
 DEFAULT_NUM_SAMPLES = 50_000
 DEFAULT_BATCH_SIZE = 100
@@ -363,15 +370,20 @@ def _unavailable(metrics: Sequence[str], config, *, inception: str,
   """
   errors = {}
   generative = [m for m in metrics if m in GENERATIVE_METRICS]
+  # prdc uses FID's features: Inception, else (offline) the digit CNN's.
+  inception_users = generative + [m for m in metrics if m == 'prdc']
   classify, source = None, None
-  if generative and classifier_fn is not None:
+  if inception_users and classifier_fn is not None:
     classify, source = classifier_fn, 'classifier_fn'
-  elif generative:
+  elif inception_users:
     source = inception
     try:
       classify = metrics_lib.load_inception(inception)
     except metrics_lib.ClassifierUnavailableError as e:
       errors.update({name: str(e) for name in generative})
+      if 'prdc' in metrics and not is_digit_data(config):
+        errors['prdc'] = (f'{e} Without Inception, prdc uses the digit '
+                          'classifier\'s features, which need digit data.')
   if not is_digit_data(config):
     for name in DIGIT_METRICS:
       if name in metrics:
@@ -453,6 +465,28 @@ def _digit_results(result, names: Sequence[str], real, fake, *,
         'label; digit_classifier_accuracy is its accuracy on the real x')
 
 
+def _prdc_results(result, real, fake, *, space: str, k: int,
+                  num_samples: int, shortfall: str) -> None:
+  """prdc/precision, recall, density, coverage on FID's feature space."""
+  key = (f'inception/{metrics_lib.POOL_KEY}' if space == 'inception' else
+         f'digit/{digit_lib.FEATURES_KEY}')
+  try:
+    values = prdc_lib.prdc(real['limited'][key], fake[key], k=k)
+  except ValueError as e:
+    result['errors']['prdc'] = str(e)
+    return
+  for name, value in values.items():
+    result['metrics'][f'prdc/{name}'] = value
+  result['details']['prdc'] = {'k': k, 'features': key}
+  result['notes']['prdc'] = (
+      f'improved precision / recall and density / coverage, k = {k}, on '
+      + ('Inception pool_3 features' if space == 'inception' else
+         'the digit classifier\'s penultimate features (offline stand-in; '
+         'NOT comparable with Inception-based figures)')
+      + f'; {num_samples} generated vs {real["num_limited"]} real images'
+      + shortfall)
+
+
 def _probe_results(result, train: _Collector, real, *, config, feature: str,
                    epochs: int, seed: int) -> None:
   try:
@@ -514,6 +548,7 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
              classifier_fn: Optional[ClassifierFn] = None, seed: int = 0,
              probe_epochs: int = 100,
              digit_classifier_epochs: int = 8,
+             prdc_k: int = prdc_lib.DEFAULT_K,
              standing_stats_batches: int = (
                  standing_stats.DEFAULT_STANDING_STATS_BATCHES)
              ) -> Dict[str, Any]:
@@ -540,6 +575,7 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
     seed: seed of the latents, the probe's split and the digit classifier.
     probe_epochs: maximum epochs per learning rate of the linear probe.
     digit_classifier_epochs: epochs when the digit classifier is trained.
+    prdc_k: the k of prdc's k-nearest-neighbour balls (< num_samples).
     standing_stats_batches: for a checkpoint, batches of BigGAN standing
       statistics for the EMA networks' batch norms, computed as export.py
       does (so a checkpoint and its export agree); 0 keeps the moving
@@ -612,11 +648,15 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
       'the module\'s encode / generate signatures')
   generative = [m for m in todo if m in GENERATIVE_METRICS]
   digit_names = [m for m in todo if m in DIGIT_METRICS]
+  prdc_space = None
+  if 'prdc' in todo:
+    prdc_space = 'inception' if inception_fn is not None else 'digit'
+  digit_wanted = bool(digit_names) or prdc_space == 'digit'
   probe_wanted = 'linear_probe' in todo
 
   # Training split: probe features, and images for a digit classifier that
   # is not cached yet.
-  train_digit = bool(digit_names) and not tf.io.gfile.exists(
+  train_digit = digit_wanted and not tf.io.gfile.exists(
       os.path.join(workdir, EVAL_DIR, DIGIT_CLASSIFIER_FILE))
   train = None
   if probe_wanted or train_digit:
@@ -624,26 +664,29 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
                         feature=feature if probe_wanted else None,
                         keep_small_images=train_digit)
   digit = None
-  if digit_names:
+  if digit_wanted:
     try:
       digit, result['details']['digit_classifier'] = _digit_classifier(
           workdir, train, epochs=digit_classifier_epochs, seed=seed)
     except MetricUnavailableError as e:
       errors.update({name: str(e) for name in digit_names})
+      if prdc_space == 'digit':
+        errors['prdc'], prdc_space = str(e), None
       digit_names = []
 
   cols = _grid_size(config)
   real = _eval_pass(
       config, nets, batch_size=batch_size, limit=num_samples,
       feature=feature if probe_wanted else None,
-      inception_fn=inception_fn if {'fid', 'kid'} & set(generative) else None,
-      digit=digit if digit_names else None,
+      inception_fn=(inception_fn if {'fid', 'kid'} & set(generative)
+                    or prdc_space == 'inception' else None),
+      digit=digit if digit_names or prdc_space == 'digit' else None,
       recon='recon_accuracy' in digit_names,
       grid_n=cols * cols if 'grids' in todo else 0)
   fake_classifiers = {}
-  if generative:
+  if generative or prdc_space == 'inception':
     fake_classifiers['inception/'] = inception_fn
-  if 'digit_fid' in digit_names:
+  if 'digit_fid' in digit_names or prdc_space == 'digit':
     fake_classifiers['digit/'] = digit
   fake = _generated_activations(nets, fake_classifiers,
                                 num_samples=num_samples,
@@ -662,6 +705,9 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
   if digit_names:
     _digit_results(result, digit_names, real, fake, num_samples=num_samples,
                    shortfall=shortfall)
+  if prdc_space:
+    _prdc_results(result, real, fake, space=prdc_space, k=prdc_k,
+                  num_samples=num_samples, shortfall=shortfall)
   if probe_wanted:
     _probe_results(result, train, real, config=config, feature=feature,
                    epochs=probe_epochs, seed=seed)
