@@ -17,7 +17,7 @@ from bigbigan_tf.models.generator import G_ARCH
 CONFIG_FILENAME = 'config.json'
 RESOLUTIONS = tuple(sorted(G_ARCH))
 PRECISIONS = ('float32', 'mixed_bfloat16')
-ENCODER_KINDS = ('resnet_v2',)
+ENCODER_KINDS = ('resnet_v2', 'revnet')
 AUGMENTATIONS = ('resnet', 'none')
 DATA_NAME_FORMS = "'mnist', 'tfds:NAME' or 'folder:PATH'"
 # Fields that may change when a run is resumed: training longer is not a
