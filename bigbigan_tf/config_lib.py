@@ -19,7 +19,7 @@ from bigbigan_tf.models import generator as g_arch
 CONFIG_FILENAME = 'config.json'
 RESOLUTIONS = tuple(sorted(g_arch.G_ARCH))
 PRECISIONS = ('auto', 'float32', 'mixed_bfloat16')
-ENCODER_KINDS = ('resnet_v2',)
+ENCODER_KINDS = ('resnet_v2', 'revnet')
 AUGMENTATIONS = ('resnet', 'none')
 DATA_NAME_FORMS = "'mnist', 'tfds:NAME' or 'folder:PATH'"
 # Fields that may change when a run is resumed: training longer is not a

@@ -14,6 +14,7 @@ from bigbigan_tf.models import discriminator as disc_lib
 from bigbigan_tf.models import encoder as enc_lib
 from bigbigan_tf.models import generator as gen_lib
 from bigbigan_tf.models import layers
+from bigbigan_tf.models import revnet
 
 
 def _count(model):
@@ -186,6 +187,21 @@ class ParameterCountTest(tf.test.TestCase):
     self.assertEqual(_count(g), 70_306_116)
     self.assertEqual(_count(f), 86_446_370)
     self.assertEqual(config.generator.ch, 96)
+
+  def test_revnet50x4_count(self):
+    # Counts do not depend on initial values: zero kernels skip drawing 88M
+    # He-normal weights.
+    with mock.patch.object(keras.initializers.HeNormal, '__call__',
+                           lambda self, shape, dtype=None: keras.ops.zeros(
+                               shape, dtype)):
+      e = revnet.RevNetEncoder(z_dim=120, width_multiplier=4.0, head_depth=0)
+      e(np.zeros((1, 256, 256, 3), np.float32))
+    trunk = _count(e) - _count(e.head_out)
+    # Kolesnikov et al. 2019 / BigBiGAN Table 2: RevNet-50 x4, 86M.
+    self.assertAllClose(trunk / 86e6, 1.0, atol=0.05)
+    self.assertAllClose(_count(e) / 86e6, 1.0, atol=0.05)
+    self.assertEqual(trunk, 85_765_632)
+    self.assertEqual(e.feature_dim, 8192)
 
   def test_tiny_config_counts(self):
     nets = build_networks(tiny.get_config().model)

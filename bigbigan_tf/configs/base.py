@@ -88,7 +88,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   config.model.encoder = ml_collections.ConfigDict()
   # Encoder family: 'resnet_v2' (pre-activation ResNet, the released
-  # bigbigan-resnet50 module). RevNet (the paper's best) is not implemented yet.
+  # bigbigan-resnet50 module) or 'revnet' (RevNet-50, the paper's best encoder;
+  # see configs/imagenet128_revnet.py).
   config.model.encoder.kind = 'resnet_v2'
   # Bottleneck blocks per stage. ResNet-v2-50: (3, 4, 6, 3).
   config.model.encoder.blocks_per_stage = (3, 4, 6, 3)

@@ -10,6 +10,7 @@ from bigbigan_tf.models import layers
 from bigbigan_tf.models.discriminator import Discriminator
 from bigbigan_tf.models.encoder import Encoder
 from bigbigan_tf.models.generator import Generator
+from bigbigan_tf.models.revnet import RevNetEncoder
 
 
 class Networks(NamedTuple):
@@ -41,7 +42,7 @@ def build_networks(model_config: ml_collections.ConfigDict) -> Networks:
         bn_epsilon=g.bn_epsilon, bn_momentum=g.bn_momentum,
         fused_resampling=fused_resampling,
         fused_min_size=m.fused_resampling_min_size)
-    encoder = Encoder(
+    encoder = {'resnet_v2': Encoder, 'revnet': RevNetEncoder}[e.kind](
         z_dim=m.z_dim, blocks_per_stage=tuple(e.blocks_per_stage),
         width_multiplier=e.width_multiplier, head_depth=e.head_depth,
         head_width=e.head_width, bn_epsilon=e.bn_epsilon,

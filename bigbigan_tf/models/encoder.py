@@ -77,17 +77,8 @@ class Encoder(keras.Model):
     super().__init__(name=name, **kwargs)
     self.z_dim = z_dim
     self.stochastic = stochastic
-    widths = [max(1, int(round(w * width_multiplier))) for w in _STAGE_WIDTHS]
-    self.feature_dim = 4 * widths[-1]
-    bn = dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum)
-    self.stem = _conv(widths[0], 7, 2, name='stem')
-    blocks = []
-    for s, (width, n) in enumerate(zip(widths, blocks_per_stage)):
-      for b in range(n):
-        strides = 2 if (b == 0 and s > 0) else 1
-        blocks.append(BottleneckV2(width, strides=strides, **bn,
-                                   name=f'stage{s + 1}_block{b + 1}'))
-    layers.set_layer_list(self, 'block', blocks)
+    self._build_trunk(blocks_per_stage, width_multiplier,
+                      dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum))
     self.post_bn = layers.batch_norm(epsilon=bn_epsilon, momentum=bn_momentum,
                                      affine=True, name='post_bn')
     self.feat_bn = layers.batch_norm(epsilon=bn_epsilon, momentum=bn_momentum,
@@ -101,15 +92,34 @@ class Encoder(keras.Model):
                                         name='skip_out')
                      if head_depth > 0 else None)
 
+  def _build_trunk(self, blocks_per_stage: Sequence[int],
+                   width_multiplier: float, bn: dict) -> None:
+    """Creates the layers `_trunk` runs and sets `self.feature_dim`."""
+    widths = [max(1, int(round(w * width_multiplier))) for w in _STAGE_WIDTHS]
+    self.feature_dim = 4 * widths[-1]
+    self.stem = _conv(widths[0], 7, 2, name='stem')
+    blocks = []
+    for s, (width, n) in enumerate(zip(widths, blocks_per_stage)):
+      for b in range(n):
+        strides = 2 if (b == 0 and s > 0) else 1
+        blocks.append(BottleneckV2(width, strides=strides, **bn,
+                                   name=f'stage{s + 1}_block{b + 1}'))
+    layers.set_layer_list(self, 'block', blocks)
+
   @property
   def blocks(self) -> list:
     return layers.get_layer_list(self, 'block')
 
-  def call(self, x, training=False, noise: Optional[keras.KerasTensor] = None):
+  def _trunk(self, x, training=False):
+    """[B, R_E, R_E, 3] -> last activations [B, R_E/32, R_E/32, F]."""
     h = self.stem(ops.cast(x, self.compute_dtype))
     h = ops.max_pool(h, pool_size=3, strides=2, padding='same')
     for block in self.blocks:
       h = block(h, training=training)
+    return h
+
+  def call(self, x, training=False, noise: Optional[keras.KerasTensor] = None):
+    h = self._trunk(x, training=training)
     h = ops.relu(self.post_bn(h, training=training))
     pooled = ops.mean(h, axis=(1, 2))
     f = self.feat_bn(pooled, training=training)
