@@ -151,7 +151,8 @@ def iteration_flops(config, nets) -> dict:
 
 
 def _build_trainer(config):
-  """(TrainState, Trainer, dataset) for `config`, as train.py makes them."""
+  """(hardware.Resolution, TrainState, Trainer, dataset) for `config`, as
+  train.py makes them ('auto' fields settled for this machine)."""
   import keras  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
@@ -161,7 +162,8 @@ def _build_trainer(config):
   from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
 
   config_lib.validate(config)
-  config = hardware.resolve(config).config
+  resolution = hardware.resolve(config)
+  config = resolution.config
   # The dtype policy is read when layers are made.
   keras.config.set_dtype_policy(config.train.precision)
   state = checkpoints.TrainState(config)
@@ -170,7 +172,7 @@ def _build_trainer(config):
                              image_size=config.model.encoder_resolution,
                              batch_size=config.batch_size, training=True,
                              seed=config.seed)
-  return state, trainer, ds
+  return resolution, state, trainer, ds
 
 
 def _loop_call_s(trainer, iterator, n) -> float:
@@ -236,9 +238,10 @@ def compare(config, variants, *, rounds: int, steps_per_call: int,
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  runs = []
+  runs, resolutions = [], []
   for name, cfg in [('(config)', config)] + list(variants):
-    _, trainer, ds = _build_trainer(cfg)
+    resolution, _, trainer, ds = _build_trainer(cfg)
+    resolutions.append(resolution)
     runs.append((name, trainer, iter(ds)))
   n = tf.constant(steps_per_call, tf.int32)
   for _, trainer, iterator in runs:
@@ -259,11 +262,9 @@ def compare(config, variants, *, rounds: int, steps_per_call: int,
         'ratio_to_base_median': round(statistics.median(
             [a / b for a, b in zip(ts, times[0])]), 3),
     })
-  from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
-  resolution = hardware.resolve(config)
   return {'compare': rows, 'rounds': rounds,
-          'precision': resolution.config.train.precision,
-          'device': resolution.device.describe(),
+          'precision': resolutions[0].config.train.precision,
+          'device': resolutions[0].device.describe(),
           'encoder': encoder_name(config)}
 
 
@@ -273,9 +274,8 @@ def run(config, *, repeats: int, steps_per_call: int, warmup: int,
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
-  resolution = hardware.resolve(config)
+  resolution, state, trainer, ds = _build_trainer(config)
   config = resolution.config
-  state, trainer, ds = _build_trainer(config)
   iterator = iter(ds)
   n = tf.constant(steps_per_call, tf.int32)
   warmup_s = sum(_loop_call_s(trainer, iterator, n)

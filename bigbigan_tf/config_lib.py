@@ -26,9 +26,7 @@ DATA_NAME_FORMS = "'mnist', 'tfds:NAME' or 'folder:PATH'"
 # different experiment, and the speed switches and precision follow the
 # hardware ('auto'; a resume that resolves them differently is logged and
 # recorded in W/hardware.json).
-RESUMABLE_FIELDS = ('num_train_steps', 'train.precision',
-                    'model.fused_resampling', 'model.fused_batch_norm',
-                    'optim.fused_adam')
+RESUMABLE_FIELDS = ('num_train_steps', 'train.precision') + hardware.SWITCHES
 
 
 class ConfigError(ValueError):

@@ -31,10 +31,6 @@ SWITCHES = ('model.fused_resampling', 'model.fused_batch_norm',
             'optim.fused_adam')
 HARDWARE_FILENAME = 'hardware.json'
 
-# CPU flags (as /proc/cpuinfo spells them) of the ISA classes told apart.
-_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')
-
-
 @dataclasses.dataclass(frozen=True)
 class Device:
   """The device a run computes on.
