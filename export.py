@@ -50,7 +50,9 @@ def main(argv):
         standing_stats_batches=_STANDING_STATS_BATCHES.value,
         standing_stats_batch_size=_STANDING_STATS_BATCH_SIZE.value)
   except (FileNotFoundError, FileExistsError, config_lib.ConfigError,
-          data_lib.DataError, checkpoints.IncompleteCheckpointError) as e:
+          data_lib.DataError, checkpoints.IncompleteCheckpointError,
+          checkpoints.UnreadableCheckpointError, checkpoints.WorkdirError,
+          export_lib.OverwriteRefusedError) as e:
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

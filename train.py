@@ -2,7 +2,15 @@
 
 With no --config it trains the offline default (bigbigan_tf/configs/mnist.py,
 5,000 real MNIST digits). Re-running the same command resumes from the latest
-checkpoint in W. Strategy: --strategy=auto|cpu|gpu|tpu|multi_worker.
+checkpoint in W (the newest readable one: an unreadable newer checkpoint is
+skipped with a warning). Strategy: --strategy=auto|cpu|gpu|tpu|multi_worker;
+with multi_worker, start the same command on every worker with its TF_CONFIG
+and a --workdir all of them see (gs:// or a shared file system): the chief
+writes config, checkpoints, summaries and grids, the others only take part.
+
+Exit status: 0 done; 2 bad input (config file, --config.FIELD, workdir, data,
+unreadable checkpoints), reported in one line; 128 + signal when stopped by
+SIGTERM / SIGINT after saving a checkpoint.
 """
 
 import os
@@ -34,6 +42,47 @@ _CPU_DEVICES = flags.DEFINE_integer(
     'several replicas on one CPU, e.g. to test MirroredStrategy).')
 
 
+def _parse_flags(argv):
+  """absl's flag parsing, with --config failures as one line and exit 2.
+
+  The --config file is loaded and its overrides applied while absl parses the
+  flags, before main(): a missing file raises OSError, an unknown field
+  AttributeError or KeyError. (absl reports ordinary flag errors itself.)
+  """
+  try:
+    remaining = app.parse_flags_with_usage(argv)
+    # config_flags defers a loading failure to the first use of the config.
+    _CONFIG.value.to_dict()
+  except (OSError, AttributeError, KeyError, TypeError, ValueError) as e:
+    text = str(e).strip()
+    overrides = [a.split('=', 1)[0] for a in argv[1:]
+                 if a.startswith('--config.')]
+    if isinstance(e, OSError):
+      given = [a for a in argv[1:] if a.startswith('--config=')]
+      where = given[-1].split('=', 1)[1] if given else _DEFAULT_CONFIG
+      # The last line says why (e.g. [Errno 2] No such file or directory).
+      lines = [line.strip() for line in text.splitlines() if line.strip()]
+      reason = lines[-1] if lines else type(e).__name__
+      message = (f'--config={where} cannot be loaded ({reason}). Pass an '
+                 'existing config file, e.g. '
+                 '--config=bigbigan_tf/configs/tiny.py.')
+    elif not isinstance(e, (AttributeError, KeyError)):
+      message = (f'the --config flags cannot be applied ({type(e).__name__}: '
+                 f'{text}). Check the config file and every --config.FIELD.')
+    else:
+      field = text.strip('"\'')
+      culprit = [o for o in overrides
+                 if field and field in o[len('--config.'):].split('.')]
+      named = culprit[0] if culprit else ' '.join(overrides) or '--config'
+      message = (f'{named}: the config has no field {field!r} '
+                 f'({type(e).__name__}). Every --config.FIELD must name a '
+                 'field of bigbigan_tf/configs/base.py (dots for nested '
+                 'fields, e.g. --config.optim.d_lr=0.0002).')
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
+  return remaining
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -52,6 +101,7 @@ def main(argv):
     result = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                           strategy=strategy)
   except (config_lib.ConfigError, checkpoints.ConfigConflictError,
+          checkpoints.WorkdirError, checkpoints.UnreadableCheckpointError,
           data_lib.DataError, distribute.StrategyError,
           train_lib.NonFiniteLossError) as e:
     logging.error('%s: %s', type(e).__name__, e)
@@ -65,4 +115,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['workdir'])
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -13,11 +13,20 @@ Workdir layout (train.py writes it; export and evaluation read it):
 `restore` rebuilds a workdir's TrainState from a checkpoint in float32;
 `check_checkpoint_complete` makes sure a checkpoint holds every variable of
 the networks a caller is about to use.
+
+Unreadable checkpoints (a truncated data file after a full disk or a partial
+copy, a damaged index): `latest_readable` reads every tensor of the newest
+checkpoint and, if that fails, warns naming the file and the reason and falls
+back to the newest one that reads. Resume (train.py), export and evaluation
+all go through it; nothing is deleted. Only when no checkpoint reads does it
+raise `UnreadableCheckpointError`.
 """
 
 import os
+import re
 from typing import Optional
 
+from absl import logging
 import keras
 import ml_collections
 import tensorflow as tf
@@ -37,6 +46,46 @@ class IncompleteCheckpointError(RuntimeError):
 
 class ConfigConflictError(ValueError):
   """The workdir was trained with a different config."""
+
+
+class WorkdirError(ValueError):
+  """The workdir cannot be used: not a directory, or its config.json is corrupt."""
+
+
+class UnreadableCheckpointError(RuntimeError):
+  """No checkpoint of a workdir (or not the one asked for) can be read."""
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """config_lib.load, with a corrupt config.json as a WorkdirError.
+
+  Raises:
+    FileNotFoundError: the workdir holds no config.json.
+    WorkdirError: the workdir is a file, or its config.json is not a JSON
+      object (a truncated copy, an edit gone wrong).
+  """
+  check_workdir_is_directory(workdir)
+  path = os.path.join(workdir, config_lib.CONFIG_FILENAME)
+  try:
+    config = config_lib.load(workdir)
+  except (ValueError, AttributeError, TypeError) as e:
+    # json.JSONDecodeError is a ValueError; a JSON list or number fails in
+    # ConfigDict / setdefault with AttributeError or TypeError.
+    raise WorkdirError(
+        f'{path} is not a valid config ({type(e).__name__}: {e}). It is '
+        'written by train.py; restore it from a copy, or, if you know the '
+        'config the run was trained with, write it back with '
+        'bigbigan_tf.config_lib.save(config, workdir). Nothing was '
+        'changed.') from e
+  return config
+
+
+def check_workdir_is_directory(workdir: str) -> None:
+  """Raises WorkdirError if `workdir` exists and is not a directory."""
+  if tf.io.gfile.exists(workdir) and not tf.io.gfile.isdir(workdir):
+    raise WorkdirError(
+        f'--workdir={workdir} is a file, not a directory. Pass a directory '
+        '(a new one to start a run, or the one train.py wrote to resume).')
 
 
 class TrainState:
@@ -85,11 +134,24 @@ class TrainState:
         d_optimizer=self.d_opt, step=self.step, rng=self.rng, **extra)
 
 
-def check_workdir_config(config: ml_collections.ConfigDict, workdir: str):
-  """Writes the config into a new workdir; refuses a conflicting resume."""
+def check_workdir_config(config: ml_collections.ConfigDict, workdir: str, *,
+                         write: bool = True):
+  """Writes the config into a new workdir; refuses a conflicting resume.
+
+  Args:
+    config: the config the run is about to train with.
+    workdir: the run's workdir.
+    write: False on the non-chief workers of a multi-worker run: they check
+      the config like the chief but leave writing it to the chief.
+
+  Raises:
+    WorkdirError: `workdir` is a file, or its config.json is corrupt.
+    ConfigConflictError: the workdir was trained with another config.
+  """
+  check_workdir_is_directory(workdir)
   path = os.path.join(workdir, config_lib.CONFIG_FILENAME)
   if tf.io.gfile.exists(path):
-    old = config_lib.load(workdir)
+    old = load_config(workdir)
     differences = config_lib.diff(old, config)
     if differences:
       lines = '\n'.join(f'  {k}: {a!r} (workdir) != {b!r} (now)'
@@ -99,7 +161,8 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str):
           f'mix two experiments. Differing fields:\n{lines}\nUse a new '
           '--workdir, or pass the same config (only num_train_steps may '
           'change, to train longer).')
-  config_lib.save(config, workdir)
+  if write:
+    config_lib.save(config, workdir)
 
 
 def check_checkpoint_complete(state: TrainState, checkpoint: str,
@@ -134,6 +197,103 @@ def check_checkpoint_complete(state: TrainState, checkpoint: str,
   # That the file holds every reachable variable, restore checks.
 
 
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  line = text.splitlines()[0] if text else ''
+  line = line if len(line) <= 300 else line[:300] + ' ...'
+  return f'{type(error).__name__}: {line}' if line else type(error).__name__
+
+
+def checkpoint_problem(checkpoint: str) -> Optional[str]:
+  """Why `checkpoint` (a path prefix like W/checkpoints/ckpt-6) cannot be read.
+
+  Opens the index and reads every tensor it lists from the data files, as a
+  restore would (this reads the whole checkpoint once).
+
+  Returns:
+    None if it reads, else a sentence naming the damaged file and the error.
+  """
+  index = checkpoint + '.index'
+  if not tf.io.gfile.exists(index):
+    return f'{index} does not exist'
+  try:
+    reader = tf.train.load_checkpoint(checkpoint)
+    names = sorted(reader.get_variable_to_shape_map())
+  except Exception as e:  # pylint: disable=broad-except
+    # Damaged indexes fail with DataLossError, OpError or ValueError,
+    # depending on where the bytes went missing.
+    return f'its index {index} cannot be read ({_first_line(e)})'
+  data = ', '.join(sorted(tf.io.gfile.glob(checkpoint + '.data-*'))) or (
+      f'{checkpoint}.data-* (missing)')
+  for name in names:
+    try:
+      reader.get_tensor(name)
+    except Exception as e:  # pylint: disable=broad-except
+      # A truncated data file raises IndexError ('Read less bytes than
+      # requested'); a missing or corrupt one OpErrors.
+      return (f'its data file {data} cannot be read (tensor {name}: '
+              f'{_first_line(e)})')
+  return None
+
+
+def _step_of(path: str) -> int:
+  match = re.search(r'-(\d+)$', path)
+  return int(match.group(1)) if match else -1
+
+
+def checkpoint_paths(directory: str) -> list[str]:
+  """Every checkpoint prefix in `directory`, newest (highest step) first.
+
+  The CheckpointManager's state file lists them; checkpoints it lost track
+  of (or a damaged state file) are found by their .index files.
+  """
+  paths = set()
+  try:
+    state = tf.train.get_checkpoint_state(directory)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning('The checkpoint state file in %s cannot be read (%s); '
+                    'looking for ckpt-*.index files instead.', directory,
+                    _first_line(e))
+    state = None
+  if state is not None:
+    for p in state.all_model_checkpoint_paths:
+      paths.add(p if os.path.isabs(p) or '://' in p
+                else os.path.join(directory, p))
+  for index in tf.io.gfile.glob(os.path.join(directory, 'ckpt-*.index')):
+    paths.add(index[:-len('.index')])
+  paths = {os.path.normpath(p) if '://' not in p else p for p in paths}
+  return sorted(paths, key=_step_of, reverse=True)
+
+
+def latest_readable(directory: str) -> Optional[str]:
+  """The newest checkpoint in `directory` that reads in full, or None if none.
+
+  Every unreadable newer one is logged as a warning naming the file and the
+  reason; nothing is deleted.
+
+  Raises:
+    UnreadableCheckpointError: there are checkpoints, but none reads.
+  """
+  paths = checkpoint_paths(directory)
+  problems = []
+  for path in paths:
+    problem = checkpoint_problem(path)
+    if problem is None:
+      if problems:
+        logging.warning('Using %s, the newest readable checkpoint in %s.',
+                        path, directory)
+      return path
+    logging.warning('Checkpoint %s is unreadable, skipping it (kept on '
+                    'disk): %s.', path, problem)
+    problems.append(f'  {path}: {problem}')
+  if problems:
+    raise UnreadableCheckpointError(
+        f'No checkpoint in {directory} can be read:\n' + '\n'.join(problems) +
+        '\nRestore the files from a copy, or start again in a new --workdir. '
+        'Nothing was deleted.')
+  return None
+
+
 def restore(workdir: str, *, checkpoint: Optional[str] = None
             ) -> tuple[ml_collections.ConfigDict, TrainState, str]:
   """Rebuilds the TrainState of a workdir from a checkpoint (latest default).
@@ -145,19 +305,30 @@ def restore(workdir: str, *, checkpoint: Optional[str] = None
   Returns:
     (config, state, checkpoint path).
 
+  With no `checkpoint`, the latest readable one is used: a newer unreadable
+  one is skipped with a warning (`latest_readable`).
+
   Raises:
     FileNotFoundError: the workdir has no config or no checkpoint.
+    WorkdirError: the workdir's config.json is corrupt.
+    UnreadableCheckpointError: the given checkpoint, or every checkpoint of
+      the workdir, cannot be read.
     IncompleteCheckpointError: the checkpoint lacks some of the state.
   """
-  config = config_lib.load(workdir)
+  config = load_config(workdir)
   if checkpoint is not None and not tf.io.gfile.exists(checkpoint + '.index'):
     raise FileNotFoundError(
         f'Checkpoint {checkpoint} does not exist (no {checkpoint}.index). '
         f'Pass a path like {os.path.join(workdir, CHECKPOINT_DIR)}/ckpt-STEP, '
         'or omit it to use the latest checkpoint.')
+  if checkpoint is not None:
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
+      raise UnreadableCheckpointError(
+          f'Checkpoint {checkpoint} cannot be read: {problem}. Pass another '
+          '--checkpoint, or omit it to use the newest readable one.')
   if checkpoint is None:
-    checkpoint = tf.train.latest_checkpoint(os.path.join(workdir,
-                                                         CHECKPOINT_DIR))
+    checkpoint = latest_readable(os.path.join(workdir, CHECKPOINT_DIR))
     if checkpoint is None:
       raise FileNotFoundError(
           f'No checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; train '

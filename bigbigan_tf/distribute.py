@@ -10,6 +10,15 @@ exercised on a laptop or in tests.
 Failures a user can fix (no TPU at that address, no GPU, no `TF_CONFIG`) raise
 `StrategyError` with a message saying what to check, instead of a stack trace
 from deep inside TensorFlow.
+
+Under `MultiWorkerMirroredStrategy` every worker runs the same program, so
+writes follow TensorFlow's multi-worker guide: `is_chief` tells the one worker
+that writes to the real locations; every worker takes part in a checkpoint
+save (saving reads the variables, which may need collectives), the others
+into `worker_write_dir` (a per-worker temporary directory) that
+`remove_worker_dir` deletes after each save. Every worker restores from the
+chief's checkpoints, so the workdir must be on a file system all workers see
+(e.g. gs:// or NFS).
 """
 
 from __future__ import annotations
@@ -171,6 +180,55 @@ def _multi_worker_strategy() -> tf.distribute.Strategy:
         'the cluster and this task, e.g. {"cluster": {"worker": [...]}, '
         '"task": {"type": "worker", "index": 0}}.') from e
   return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def task(strategy: tf.distribute.Strategy) -> tuple[str | None, int | None]:
+  """(task type, task id) of this process in a multi-worker cluster.
+
+  (None, None) for a strategy without a cluster (one host).
+  """
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not isinstance(
+      strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return None, None
+  return resolver.task_type, resolver.task_id
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes summaries, grids, configs and checkpoints.
+
+  The chief is the 'chief' task if the cluster has one, else worker 0; with
+  no cluster (one host, any strategy) it is this process.
+  """
+  task_type, task_id = task(strategy)
+  if task_type is None or task_type == 'chief':
+    return True
+  cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+  return task_type == 'worker' and task_id == 0 and 'chief' not in cluster
+
+
+def worker_write_dir(directory: str, strategy: tf.distribute.Strategy) -> str:
+  """Where this worker writes what is meant for `directory`.
+
+  The chief writes to `directory` itself; another worker to
+  PARENT/workertemp_ID/NAME, removed by `remove_worker_dir`.
+  """
+  if is_chief(strategy):
+    return directory
+  _, task_id = task(strategy)
+  parent, name = os.path.split(directory.rstrip('/'))
+  return os.path.join(parent, f'workertemp_{task_id}', name)
+
+
+def remove_worker_dir(write_dir: str, strategy: tf.distribute.Strategy
+                      ) -> None:
+  """Deletes a non-chief's temporary directory (its workertemp_ID parent)."""
+  if is_chief(strategy):
+    return
+  temp = os.path.dirname(write_dir.rstrip('/'))
+  if (os.path.basename(temp).startswith('workertemp_')
+      and tf.io.gfile.exists(temp)):
+    tf.io.gfile.rmtree(temp)
 
 
 def _cpu_strategy() -> tf.distribute.Strategy:

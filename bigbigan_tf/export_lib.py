@@ -66,6 +66,12 @@ Values outside [-1, 1] are not checked.
 
 The export is written to a temporary sibling of the export directory and
 renamed into place, so a failed export never leaves a partial module.
+
+`overwrite` replaces only an exported module (`check_overwritable`): a
+directory holding saved_model.pb and this project's two assets, and nothing
+but what a SavedModel holds. A workdir, a directory holding the workdir being
+exported, the home directory, a non-empty directory of other files or a file
+are refused with `OverwriteRefusedError`, and nothing is deleted.
 """
 
 import datetime
@@ -87,6 +93,13 @@ from bigbigan_tf import standing_stats
 
 CONFIG_ASSET = 'config.json'
 INFO_ASSET = 'export_info.json'
+# What tf.saved_model.save writes into a module directory (with the assets).
+_SAVED_MODEL_ENTRIES = frozenset({'saved_model.pb', 'variables', 'assets',
+                                  'fingerprint.pb'})
+
+
+class OverwriteRefusedError(FileExistsError):
+  """--overwrite was pointed at something that is not an exported module."""
 SIGNATURE_NAMES = ('generate', 'encode', 'discriminate', 'serving_default')
 
 
@@ -296,8 +309,91 @@ def build_module(config: ml_collections.ConfigDict,
   return module, info
 
 
-def _refuse_existing(export_dir: str, overwrite: bool) -> None:
-  if tf.io.gfile.exists(export_dir) and not overwrite:
+def _absolute(path: str) -> str:
+  """A comparable form of a path: real absolute path, or the URL as given."""
+  if '://' in path:
+    return path.rstrip('/')
+  return os.path.realpath(os.path.expanduser(path))
+
+
+def _contains(parent: str, child: str) -> bool:
+  """Whether `child` is `parent` or lies inside it (both _absolute)."""
+  return child == parent or child.startswith(parent.rstrip('/') + '/')
+
+
+def check_overwritable(export_dir: str, *,
+                       workdir: Optional[str] = None) -> None:
+  """Raises unless replacing `export_dir` can only delete an exported module.
+
+  Deleting is allowed for a directory that does not exist, an empty
+  directory, or a module this project exported: saved_model.pb,
+  assets/config.json and assets/export_info.json (a JSON object with
+  'use_ema'), and no entry a SavedModel does not have.
+
+  Args:
+    export_dir: the directory --overwrite would replace.
+    workdir: the workdir being exported; it may be neither `export_dir` nor
+      inside it.
+
+  Raises:
+    OverwriteRefusedError: saying what `export_dir` is and what to do.
+  """
+  target = _absolute(export_dir)
+
+  def refuse(what: str):
+    raise OverwriteRefusedError(
+        f'Refusing to --overwrite {export_dir}: {what}. --overwrite only '
+        'replaces a module written by export.py; nothing was deleted. Choose '
+        'a new --export_dir (or delete the directory yourself if you are '
+        'sure).')
+
+  if workdir is not None and _contains(target, _absolute(workdir)):
+    refuse(f'it is, or contains, the workdir {workdir} being exported')
+  if '://' not in target:
+    home = _absolute('~')
+    cwd = os.path.realpath(os.getcwd())
+    if _contains(target, home) or target == '/':
+      refuse('it is the home directory, or a directory holding it')
+    if _contains(target, cwd):
+      refuse('it is the current directory, or a directory holding it')
+  if not tf.io.gfile.exists(export_dir):
+    return
+  if not tf.io.gfile.isdir(export_dir):
+    refuse('it is a file, not an exported module')
+  entries = {e.rstrip('/') for e in tf.io.gfile.listdir(export_dir)}
+  if not entries:
+    return
+  if (config_lib.CONFIG_FILENAME in entries
+      or checkpoints.CHECKPOINT_DIR in entries):
+    refuse('it is a training workdir (it holds '
+           f'{config_lib.CONFIG_FILENAME} or {checkpoints.CHECKPOINT_DIR}/)')
+  info_path = os.path.join(export_dir, 'assets', INFO_ASSET)
+  info = None
+  if ('saved_model.pb' in entries
+      and tf.io.gfile.exists(os.path.join(export_dir, 'assets', CONFIG_ASSET))
+      and tf.io.gfile.exists(info_path)):
+    try:
+      with tf.io.gfile.GFile(info_path) as f:
+        info = json.load(f)
+    except (ValueError, tf.errors.OpError):
+      info = None
+  if not isinstance(info, dict) or 'use_ema' not in info:
+    listed = ', '.join(sorted(entries)[:5]) + (
+        ', ...' if len(entries) > 5 else '')
+    refuse(f'it is not a bigbigan-tf export (it holds {listed}; an export '
+           f'holds saved_model.pb, assets/{CONFIG_ASSET} and '
+           f'assets/{INFO_ASSET})')
+  extra = sorted(entries - _SAVED_MODEL_ENTRIES)
+  if extra:
+    refuse(f'besides the module it holds {", ".join(extra[:5])}, which '
+           '--overwrite would delete')
+
+
+def _refuse_existing(export_dir: str, overwrite: bool, *,
+                     workdir: Optional[str] = None) -> None:
+  if overwrite:
+    check_overwritable(export_dir, workdir=workdir)
+  elif tf.io.gfile.exists(export_dir):
     raise FileExistsError(
         f'Export directory {export_dir} already exists; choose a new '
         '--export_dir, or pass --overwrite (overwrite=True) to replace it.')
@@ -317,9 +413,11 @@ def save_module(module: BigBiGANModule, export_dir: str, *,
 
   Raises:
     FileExistsError: `export_dir` exists and `overwrite` is False.
+    OverwriteRefusedError: `overwrite` is True but `export_dir` is not an
+      exported module (`check_overwritable`).
   """
   export_dir = export_dir.rstrip('/')
-  _refuse_existing(export_dir, overwrite)
+  _refuse_existing(export_dir, overwrite, workdir=info.get('workdir'))
   parent = os.path.dirname(export_dir) or '.'
   tf.io.gfile.makedirs(parent)
   suffix = uuid.uuid4().hex[:8]
@@ -372,7 +470,7 @@ def export(workdir: str, export_dir: str, *, checkpoint: Optional[str] = None,
     checkpoint: a checkpoint path (e.g. W/checkpoints/ckpt-500); default: the
       latest in the workdir.
     use_ema: export the EMA weights of G and E (default) or the live ones.
-    overwrite: replace an existing `export_dir`.
+    overwrite: replace an existing `export_dir`, if it is an exported module.
     standing_stats_batches: batches of standing statistics for G's and E's
       batch norms (0 = keep the checkpoint's moving statistics).
     standing_stats_batch_size: examples per standing-statistics batch.
@@ -384,12 +482,18 @@ def export(workdir: str, export_dir: str, *, checkpoint: Optional[str] = None,
     FileNotFoundError: no config or no checkpoint in the workdir, or the
       given checkpoint does not exist.
     FileExistsError: `export_dir` exists and `overwrite` is False.
+    OverwriteRefusedError: `overwrite` is True but `export_dir` is not an
+      exported module (e.g. the workdir itself).
+    checkpoints.WorkdirError: the workdir's config.json is corrupt.
+    checkpoints.UnreadableCheckpointError: no checkpoint (or not the given
+      one) can be read; a newer unreadable one is skipped with a warning.
     checkpoints.IncompleteCheckpointError: the checkpoint lacks some of the
       networks' variables.
     bigbigan_tf.data.DataError: standing statistics cannot read the training
       data (export with standing_stats_batches=0 instead).
   """
-  _refuse_existing(export_dir, overwrite)  # Before the slow part.
+  _refuse_existing(export_dir.rstrip('/'), overwrite,
+                   workdir=workdir)  # Before the slow part.
   # restore() builds the networks in float32 (the run may have trained in
   # mixed_bfloat16) and checks the checkpoint exists and is complete.
   config, state, checkpoint = checkpoints.restore(workdir,

@@ -24,6 +24,7 @@ import tensorflow as tf
 from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
+from bigbigan_tf import distribute
 from bigbigan_tf import grids
 from bigbigan_tf import hardware
 from bigbigan_tf import losses
@@ -287,13 +288,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
      'state': the TrainState}.
 
   Raises:
-    ConfigError / checkpoints.ConfigConflictError / DataError: before
+    ConfigError / checkpoints.ConfigConflictError / DataError /
+      checkpoints.WorkdirError / checkpoints.UnreadableCheckpointError: before
       training starts.
     NonFiniteLossError: a loss became NaN/inf (last good checkpoint kept).
   """
   strategy = strategy or tf.distribute.get_strategy()
   config_lib.validate(config, num_replicas=strategy.num_replicas_in_sync)
-  checkpoints.check_workdir_config(config, workdir)
+  # Every worker checks the config; the chief alone writes it.
+  checkpoints.check_workdir_config(config, workdir,
+                                   write=distribute.is_chief(strategy))
   # 'auto' precision and speed switches, settled for this machine; the
   # workdir keeps the config as given, and W/hardware.json what it became.
   resolution = hardware.resolve(config)
@@ -333,23 +337,71 @@ def _data_iterator(config, strategy, *, seed):
       global_batch_size=config.batch_size, seed=seed))
 
 
+def _hardware_snapshot(workdir: str) -> Optional[bytes]:
+  path = os.path.join(workdir, hardware.HARDWARE_FILENAME)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    return f.read()
+
+
+def _record_hardware(resolution, workdir, step, strategy, snapshot):
+  """The chief appends to W/hardware.json; the others only compute the warning.
+
+  A non-chief computes it from `snapshot`, the file as it was before the
+  chief could change it, in its temporary directory, so that every worker
+  decides alike whether to restart the data stream.
+  """
+  if distribute.is_chief(strategy):
+    return hardware.record_in_workdir(resolution, workdir, step)
+  temp = distribute.worker_write_dir(os.path.join(workdir, 'hardware'),
+                                     strategy)
+  tf.io.gfile.makedirs(temp)
+  try:
+    if snapshot is not None:
+      with tf.io.gfile.GFile(os.path.join(temp, hardware.HARDWARE_FILENAME),
+                             'wb') as f:
+        f.write(snapshot)
+    return hardware.record_in_workdir(resolution, temp, step)
+  finally:
+    distribute.remove_worker_dir(temp, strategy)
+
+
 def _train(config, workdir, strategy, resolution):
   t = config.train
+  chief = distribute.is_chief(strategy)
+  checkpoint_dir = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
+  # Non-chiefs save into a temporary directory, deleted after each save.
+  write_dir = distribute.worker_write_dir(checkpoint_dir, strategy)
+  distribute.remove_worker_dir(write_dir, strategy)  # A crashed run's.
+  # Read before building the state: under MultiWorkerMirroredStrategy,
+  # creating the variables waits for every worker, so the chief cannot have
+  # appended this run's entry yet.
+  hardware_snapshot = None if chief else _hardware_snapshot(workdir)
   with strategy.scope():
     state = checkpoints.TrainState(config)
   iterator = _data_iterator(config, strategy, seed=config.seed)
   extra = {'data_iterator': iterator} if t.checkpoint_data_iterator else {}
   ckpt = state.checkpoint(**extra)
   manager = tf.train.CheckpointManager(
-      ckpt, os.path.join(workdir, checkpoints.CHECKPOINT_DIR),
-      max_to_keep=t.keep_checkpoints,
+      ckpt, write_dir, max_to_keep=t.keep_checkpoints,
       step_counter=state.step)
-  if manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info('Resumed from %s (step %d).', manager.latest_checkpoint,
+  # Every worker resumes from the chief's newest readable checkpoint (an
+  # unreadable newer one is skipped with a warning).
+  resumed_from = checkpoints.latest_readable(checkpoint_dir)
+  if resumed_from:
+    ckpt.restore(resumed_from).assert_existing_objects_matched()
+    logging.info('Resumed from %s (step %d).', resumed_from,
                  int(state.step.numpy()))
-  changed = hardware.record_in_workdir(resolution, workdir,
-                                       int(state.step.numpy()))
+
+  def save(step: int) -> str:
+    """Saves on every worker; returns the chief's checkpoint path."""
+    path = manager.save(checkpoint_number=step)
+    distribute.remove_worker_dir(write_dir, strategy)
+    return os.path.join(checkpoint_dir, os.path.basename(path))
+
+  changed = _record_hardware(resolution, workdir, int(state.step.numpy()),
+                             strategy, hardware_snapshot)
   if changed:
     logging.warning('%s', changed)
     if not t.checkpoint_data_iterator:
@@ -358,15 +410,19 @@ def _train(config, workdir, strategy, resolution):
       iterator = _data_iterator(config, strategy,
                                 seed=config.seed + int(state.step.numpy()))
   trainer = Trainer(state, strategy)
-  writer = tf.summary.create_file_writer(os.path.join(workdir, 'train'))
+  # Summaries and grids: the chief's alone (no doubled curves).
+  writer = (tf.summary.create_file_writer(os.path.join(workdir, 'train'))
+            if chief else tf.summary.create_noop_writer())
   grid_n = t.grid_size * t.grid_size
-  fixed_z, fixed_real = _fixed_inputs(config, grid_n)
+  fixed_z, fixed_real = (_fixed_inputs(config, grid_n) if chief
+                         else (None, None))
+  last_checkpoint = resumed_from
 
   step = int(state.step.numpy())
   total = config.num_train_steps
-  if step == 0 and not manager.latest_checkpoint:
-    manager.save(checkpoint_number=0)
-    if total == 0:
+  if step == 0 and not resumed_from:
+    last_checkpoint = save(0)
+    if total == 0 and chief:
       write_grids(state, workdir, 0, fixed_z, fixed_real, writer)
   metrics, stopped_by = {}, None
   start_step, start_time = step, time.time()
@@ -387,7 +443,7 @@ def _train(config, workdir, strategy, resolution):
         raise NonFiniteLossError(
             f'Non-finite loss at step {step}: ' + ', '.join(
                 f'{k} = {v}' for k, v in sorted(bad.items())) +
-            f'. The last good checkpoint, {manager.latest_checkpoint}, is '
+            f'. The last good checkpoint, {last_checkpoint}, is '
             'kept; lower the learning rates or use float32, then resume.')
       metrics = out
       if step % t.log_every == 0 or step == total:
@@ -404,7 +460,7 @@ def _train(config, workdir, strategy, resolution):
         for alarm in collapse.update(step,
                                      monitoring.collapse_signals(out, svs)):
           logging.warning('%s', monitoring.describe(
-              alarm, checkpoint=manager.latest_checkpoint))
+              alarm, checkpoint=last_checkpoint))
         with writer.as_default():
           for k, v in out.items():
             tf.summary.scalar(k, v, step=step)
@@ -426,17 +482,17 @@ def _train(config, workdir, strategy, resolution):
       if grid_now or save_now:
         state.g_ema.copy_state()
         state.e_ema.copy_state()
-      if grid_now:
+      if grid_now and chief:
         write_grids(state, workdir, step, fixed_z, fixed_real, writer)
       if save_now:
-        manager.save(checkpoint_number=step)
+        last_checkpoint = save(step)
       if stopping is not None:
         stopped_by = stopping
         logging.warning('Received %s: saved %s at step %d; re-run the same '
                         'command to resume.', stopped_by,
-                        manager.latest_checkpoint, step)
+                        last_checkpoint, step)
         break
   writer.flush()
   return {'step': step, 'metrics': metrics,
-          'checkpoint': manager.latest_checkpoint, 'stopped_by': stopped_by,
+          'checkpoint': last_checkpoint, 'stopped_by': stopped_by,
           'state': state}

@@ -77,6 +77,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # Imported here so --help answers without loading TensorFlow.
+  from bigbigan_tf import checkpoints  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
@@ -95,7 +96,8 @@ def main(argv):
         standing_stats_batches=_STANDING_STATS_BATCHES.value)
   except (evaluate_lib.EvaluationError, features.ModuleLoadError,
           FileNotFoundError, config_lib.ConfigError,
-          data_lib.DataError) as e:
+          data_lib.DataError, checkpoints.UnreadableCheckpointError,
+          checkpoints.WorkdirError) as e:
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

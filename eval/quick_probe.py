@@ -71,7 +71,7 @@ def main(argv):
           file=sys.stderr)
     sys.exit(2)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import checkpoints  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import linear_probe  # pylint: disable=g-import-not-at-top
@@ -90,13 +90,15 @@ def main(argv):
             'that train.py wrote to', file=sys.stderr)
       sys.exit(2)
   try:
-    config = config_lib.load(_WORKDIR.value)
+    config = checkpoints.load_config(_WORKDIR.value)
     train_split = _TRAIN_SPLIT.value or config.data.split
     eval_split = _EVAL_SPLIT.value or config.data.eval_split
     data = {s: _labelled_split(config, s) for s in (train_split, eval_split)}
-  except (FileNotFoundError, evaluate_lib.MetricUnavailableError) as e:
+  except (FileNotFoundError, checkpoints.WorkdirError,
+          evaluate_lib.MetricUnavailableError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  unreadable = []
   (train_x, train_y), (eval_x, eval_y) = data[train_split], data[eval_split]
   for path in paths:
     try:
@@ -106,6 +108,11 @@ def main(argv):
     except (FileNotFoundError, ValueError) as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)
+    except checkpoints.UnreadableCheckpointError as e:
+      # The others are still probed; the exit status says one was skipped.
+      print(f'error: {e}', file=sys.stderr)
+      unreadable.append(path)
+      continue
     errors = linear_probe.quick_probe_errors(
         _encode(nets, train_x), train_y, _encode(nets, eval_x), eval_y)
     print(json.dumps({'step': nets.step, 'checkpoint': path,
@@ -113,6 +120,8 @@ def main(argv):
                       'num_eval': int(len(eval_y)),
                       'top1_error': {k: round(v, 4) for k, v in
                                      errors.items()}}), flush=True)
+  if unreadable:
+    sys.exit(2)
 
 
 if __name__ == '__main__':
