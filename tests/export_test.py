@@ -391,14 +391,13 @@ class ExportTest(tf.test.TestCase):
     self.assertEqual(set(os.listdir(self.root)), before)
 
     # A failed overwrite keeps the old module.
-    os.makedirs(target)
-    with open(os.path.join(target, 'keep.txt'), 'w') as f:
-      f.write('old')
+    shutil.copytree(self.export_dir, target)
+    old = sorted(os.listdir(target))
     with mock.patch.object(tf.saved_model, 'save', side_effect=partial_save):
-      with self.assertRaises(OSError):
+      with self.assertRaisesRegex(OSError, 'disk full'):
         export_lib.save_module(self.module, target, config=self.config,
                                info=self.info, overwrite=True)
-    self.assertEqual(os.listdir(target), ['keep.txt'])
+    self.assertEqual(sorted(os.listdir(target)), old)
     self.assertEqual(set(os.listdir(self.root)), before | {'failed'})
 
   def test_existing_export_dir_is_refused_unless_overwrite(self):
@@ -413,6 +412,14 @@ class ExportTest(tf.test.TestCase):
       export_lib.save_module(self.module, target, config=self.config,
                              info=self.info)
     self.assertEqual(os.listdir(target), ['keep.txt'])
+    # --overwrite replaces only an export (tests/faults_test.py has the
+    # other refusals).
+    with self.assertRaisesRegex(export_lib.OverwriteRefusedError,
+                                'not a bigbigan-tf export'):
+      export_lib.export(self.workdir, target, overwrite=True)
+    self.assertEqual(os.listdir(target), ['keep.txt'])
+    shutil.rmtree(target)
+    shutil.copytree(self.export_dir, target)
 
     # Overwrite, from a caller using mixed_bfloat16 (as a run may): the
     # checkpoint's weights are float32 and the module computes in float32.
@@ -423,7 +430,6 @@ class ExportTest(tf.test.TestCase):
       self.assertEqual(keras.config.dtype_policy().name, 'mixed_bfloat16')
     finally:
       keras.config.set_dtype_policy('float32')
-    self.assertFalse(os.path.exists(os.path.join(target, 'keep.txt')))
     self.assertFalse([p for p in os.listdir(self.root)
                       if '.tmp-' in p or '.old-' in p])
     replaced = tf.saved_model.load(target)
