@@ -23,12 +23,13 @@ import ml_collections
 import tensorflow as tf
 
 from bigbigan_tf import config_lib
+from bigbigan_tf import defaults
 from bigbigan_tf import ema as ema_lib
 from bigbigan_tf import hardware
 from bigbigan_tf import models
 from bigbigan_tf import optimizers
 
-CHECKPOINT_DIR = 'checkpoints'
+CHECKPOINT_DIR = defaults.CHECKPOINT_DIR
 
 
 class IncompleteCheckpointError(RuntimeError):

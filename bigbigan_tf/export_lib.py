@@ -1,7 +1,8 @@
 """Export: a TF2 SavedModel with the DeepMind BigBiGAN TF Hub interface.
 
-The exported module (DESIGN.md section 3.1), for a config with G resolution R,
-encoder resolution R_E and latent size z_dim, has four signatures:
+The exported module follows the interface of DeepMind's BigBiGAN TF Hub
+modules (tfhub.dev/deepmind/bigbigan-resnet50). For a config with G resolution
+R, encoder resolution R_E and latent size z_dim it has four signatures:
 
   generate        z [N, z_dim] -> default [N, R, R, 3] in [-1, 1],
                                   upsampled [N, 2R, 2R, 3] (nearest 2x)
@@ -83,6 +84,7 @@ import tensorflow as tf
 
 from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
+from bigbigan_tf import defaults
 from bigbigan_tf import standing_stats
 
 CONFIG_ASSET = 'config.json'
@@ -256,9 +258,9 @@ def build_module(config: ml_collections.ConfigDict,
                  state: checkpoints.TrainState, *, step: int,
                  use_ema: bool = True,
                  standing_stats_batches: int = (
-                     standing_stats.DEFAULT_STANDING_STATS_BATCHES),
+                     defaults.STANDING_STATS_BATCHES),
                  standing_stats_batch_size: int = (
-                     standing_stats.DEFAULT_STANDING_STATS_BATCH_SIZE)
+                     defaults.STANDING_STATS_BATCH_SIZE)
                  ) -> tuple[BigBiGANModule, dict[str, Any]]:
   """Wraps a restored TrainState's networks as the exportable module.
 
@@ -360,9 +362,9 @@ def save_module(module: BigBiGANModule, export_dir: str, *,
 def export(workdir: str, export_dir: str, *, checkpoint: Optional[str] = None,
            use_ema: bool = True, overwrite: bool = False,
            standing_stats_batches: int = (
-               standing_stats.DEFAULT_STANDING_STATS_BATCHES),
+               defaults.STANDING_STATS_BATCHES),
            standing_stats_batch_size: int = (
-               standing_stats.DEFAULT_STANDING_STATS_BATCH_SIZE)
+               defaults.STANDING_STATS_BATCH_SIZE)
            ) -> str:
   """Exports a checkpoint of a training run as a Hub-style SavedModel.
 

@@ -19,12 +19,7 @@ import tensorflow as tf
 
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
-
-# Standing statistics: 16 batches, BigGAN-PyTorch's default
-# `--num_standing_accumulations`, of 64 examples; 16 training-mode passes each
-# of G and E.
-DEFAULT_STANDING_STATS_BATCHES = 16
-DEFAULT_STANDING_STATS_BATCH_SIZE = 64
+from bigbigan_tf import defaults
 
 
 def batch_norm_layers(model: keras.Model) -> list[
@@ -147,8 +142,8 @@ def encoder_standing_statistics(encoder: keras.Model,
 
 def standing_statistics(config: ml_collections.ConfigDict,
                         generator: keras.Model, encoder: keras.Model, *,
-                        num_batches: int = DEFAULT_STANDING_STATS_BATCHES,
-                        batch_size: int = DEFAULT_STANDING_STATS_BATCH_SIZE
+                        num_batches: int = defaults.STANDING_STATS_BATCHES,
+                        batch_size: int = defaults.STANDING_STATS_BATCH_SIZE
                         ) -> dict[str, Any]:
   """Sets G's and E's batch-norm statistics as export does; returns a record.
 

@@ -23,6 +23,7 @@ import tensorflow as tf
 import testing
 from bigbigan_tf import checkpoints
 from bigbigan_tf import data as data_lib
+from bigbigan_tf import defaults
 from bigbigan_tf import export_lib
 from bigbigan_tf import grids
 from bigbigan_tf import standing_stats
@@ -198,7 +199,7 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(settings['feature'], 'avepool_feat')
     self.assertEqual(settings['inception'], 'classifier_fn')
     self.assertEqual(settings['standing_stats_batches'],
-                     standing_stats.DEFAULT_STANDING_STATS_BATCHES)
+                     defaults.STANDING_STATS_BATCHES)
     self.assertIn('standing statistics over 16 batches',
                   saved['notes']['networks'])
     self.assertEqual(settings['data'], {'name': 'mnist', 'split': 'train',

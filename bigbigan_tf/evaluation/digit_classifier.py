@@ -1,8 +1,9 @@
 """A small CNN digit classifier for an offline Frechet distance on MNIST.
 
-No Inception weights install offline (DESIGN.md section 4), so for the default
-MNIST dataset `eval/` trains this classifier on the real training digits and
-uses its penultimate features (128-d) in place of Inception's `pool_3`:
+Inception's weights come from TF Hub, out of reach offline, so for the
+default MNIST dataset `eval/` trains this classifier on the real training
+digits and uses its penultimate features (128-d) in place of Inception's
+`pool_3`:
 
   features = classifier.features(images)          # [N, 128]
   metrics.frechet_distance(real_features, fake_features)

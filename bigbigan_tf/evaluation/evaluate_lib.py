@@ -56,21 +56,17 @@ import tensorflow as tf
 
 from bigbigan_tf import checkpoints
 from bigbigan_tf import data as data_lib
+from bigbigan_tf import defaults
 from bigbigan_tf import grids
-from bigbigan_tf import standing_stats
 from bigbigan_tf.evaluation import digit_classifier as digit_lib
 from bigbigan_tf.evaluation import features as features_lib
 from bigbigan_tf.evaluation import linear_probe as probe_lib
 from bigbigan_tf.evaluation import metrics as metrics_lib
 from bigbigan_tf.evaluation import prdc as prdc_lib
 
-GENERATIVE_METRICS = ('is', 'fid', 'kid')
-DIGIT_METRICS = ('digit_fid', 'recon_accuracy')
-METRICS = (GENERATIVE_METRICS + ('linear_probe', 'grids') + DIGIT_METRICS +
-           ('prdc',))
-# The paper's (and the usual IS / FID protocol's) sample count.
-DEFAULT_NUM_SAMPLES = 50_000
-DEFAULT_BATCH_SIZE = 100
+GENERATIVE_METRICS = defaults.GENERATIVE_METRICS
+DIGIT_METRICS = defaults.DIGIT_METRICS
+METRICS = defaults.METRICS
 EVAL_DIR = 'eval'
 DIGIT_CLASSIFIER_FILE = 'digit_classifier.keras'
 LATEST_RESULTS_FILE = 'results_latest.json'
@@ -541,16 +537,15 @@ def _write_outputs(result, grid_images: Dict[str, np.ndarray], *,
 
 def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
              module: Optional[str] = None, checkpoint: Optional[str] = None,
-             num_samples: int = DEFAULT_NUM_SAMPLES,
-             batch_size: int = DEFAULT_BATCH_SIZE,
-             feature: str = 'avepool_feat',
-             inception: str = metrics_lib.INCEPTION_HANDLE,
+             num_samples: int = defaults.NUM_SAMPLES,
+             batch_size: int = defaults.EVAL_BATCH_SIZE,
+             feature: str = defaults.PROBE_FEATURE,
+             inception: str = defaults.INCEPTION_HANDLE,
              classifier_fn: Optional[ClassifierFn] = None, seed: int = 0,
-             probe_epochs: int = 100,
-             digit_classifier_epochs: int = 8,
-             prdc_k: int = prdc_lib.DEFAULT_K,
-             standing_stats_batches: int = (
-                 standing_stats.DEFAULT_STANDING_STATS_BATCHES)
+             probe_epochs: int = defaults.PROBE_EPOCHS,
+             digit_classifier_epochs: int = defaults.DIGIT_CLASSIFIER_EPOCHS,
+             prdc_k: int = defaults.PRDC_K,
+             standing_stats_batches: int = defaults.STANDING_STATS_BATCHES
              ) -> Dict[str, Any]:
   """Evaluates a training run (or an exported module) and writes the results.
 

@@ -7,9 +7,10 @@
   nets.generate(z)   # z float32 [N, z_dim] -> images [N, R, R, 3] in [-1, 1]
   nets.encode(x)     # x [N, R_E, R_E, 3] in [-1, 1] -> {'z_mean', ...}
 
-The module path only uses the `encode` / `generate` signatures of DESIGN.md
-section 3.1 (`module.signatures['encode'](x=...)`), so it works with modules
-written by `export.py` and with DeepMind's official BigBiGAN TF Hub modules.
+The module path only uses the `encode` / `generate` signatures (see
+bigbigan_tf/export_lib.py; `module.signatures['encode'](x=...)`), so it works
+with modules written by `export.py` and with DeepMind's official BigBiGAN TF
+Hub modules.
 Both run inference-mode networks: an example's outputs do not depend on its
 batch.
 
@@ -29,11 +30,12 @@ import tensorflow as tf
 from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
+from bigbigan_tf import defaults
 from bigbigan_tf import standing_stats
 from bigbigan_tf.models import ops
 
-# Encoder outputs usable as frozen features (DESIGN.md section 3.1).
-FEATURES = ('avepool_feat', 'bn_crelu_feat', 'z_mean')
+# Encoder outputs usable as frozen features.
+FEATURES = defaults.FEATURES
 # Where export.py keeps the run's config inside a module.
 MODULE_CONFIG_ASSET = os.path.join('assets', 'config.json')
 
@@ -79,9 +81,9 @@ class Networks:
 
 def load_from_workdir(
     workdir: str, *, checkpoint: Optional[str] = None,
-    standing_stats_batches: int = standing_stats.DEFAULT_STANDING_STATS_BATCHES,
+    standing_stats_batches: int = defaults.STANDING_STATS_BATCHES,
     standing_stats_batch_size: int = (
-        standing_stats.DEFAULT_STANDING_STATS_BATCH_SIZE)
+        defaults.STANDING_STATS_BATCH_SIZE)
 ) -> Tuple[ml_collections.ConfigDict, Networks]:
   """The EMA G and E of a training run's checkpoint, in inference mode.
 

@@ -26,6 +26,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from bigbigan_tf import defaults
 from bigbigan_tf import tfgan_compat
 
 ArrayLike = Union[np.ndarray, tf.Tensor]
@@ -34,7 +35,7 @@ ClassifierFn = Callable[[tf.Tensor], Mapping[str, ArrayLike]]
 # TF-GAN's Inception network (tfgan.eval.INCEPTION_TFHUB): the graph of the
 # OpenAI Inception Score code, taking 299x299 images in [-1, 1]; its call
 # returns {'logits': [N, 1008], 'pool_3': [N, 2048]}.
-INCEPTION_HANDLE = 'https://tfhub.dev/tensorflow/tfgan/eval/inception/1'
+INCEPTION_HANDLE = defaults.INCEPTION_HANDLE
 INCEPTION_IMAGE_SIZE = 299
 LOGITS_KEY = 'logits'
 POOL_KEY = 'pool_3'
