@@ -279,18 +279,13 @@ def load_config(workdir: str, module: Optional[str]
   return config_lib.load(workdir)  # Raises with the workdir message.
 
 
-def latents(num: int, z_dim: int, *, seed: int) -> np.ndarray:
-  """z ~ N(0, I), float32 [num, z_dim]; row i depends only on (seed, i)."""
-  return np.random.default_rng(seed).standard_normal(
-      (num, z_dim)).astype(np.float32)
-
-
 def generated_batches(nets: Networks, *, num: int, batch_size: int,
                       seed: int) -> Iterator[np.ndarray]:
-  """G(z) for `num` latents from `latents(num, seed)`, in batches.
+  """G(z) for `num` latents z ~ N(0, I) of one seeded stream, in batches.
 
   The latents are drawn batch by batch from one seeded stream, which gives
-  the same rows as one big draw: the samples do not depend on batch_size.
+  the same rows as one big draw: row i depends only on (seed, i), not on
+  batch_size.
 
   Yields:
     float32 [B, R, R, 3] in [-1, 1], B <= batch_size, num images in all.
