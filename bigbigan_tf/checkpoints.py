@@ -28,6 +28,7 @@ from bigbigan_tf import ema as ema_lib
 from bigbigan_tf import hardware
 from bigbigan_tf import models
 from bigbigan_tf import optimizers
+from bigbigan_tf import precision
 
 CHECKPOINT_DIR = defaults.CHECKPOINT_DIR
 
@@ -135,6 +136,39 @@ def check_checkpoint_complete(state: TrainState, checkpoint: str,
   # That the file holds every reachable variable, restore checks.
 
 
+def find_checkpoint(workdir: str, checkpoint: Optional[str] = None, *,
+                    otherwise: str = '') -> str:
+  """The checkpoint to read: `checkpoint`, else the latest one of `workdir`.
+
+  Args:
+    workdir: the directory train.py wrote to.
+    checkpoint: a checkpoint path (W/checkpoints/ckpt-STEP), or None.
+    otherwise: what else the caller could be given, added to the message
+      when the workdir has no checkpoint (e.g. ' or pass --module=DIR').
+
+  Returns:
+    The checkpoint path (its prefix, without `.index`).
+
+  Raises:
+    FileNotFoundError: `checkpoint` does not exist, or (with None) the
+      workdir holds no checkpoint.
+  """
+  ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+  if checkpoint is not None:
+    if not tf.io.gfile.exists(checkpoint + '.index'):
+      raise FileNotFoundError(
+          f'Checkpoint {checkpoint} does not exist (no {checkpoint}.index). '
+          f'Pass a path like {ckpt_dir}/ckpt-STEP, or omit it to use the '
+          'latest checkpoint.')
+    return checkpoint
+  latest = tf.train.latest_checkpoint(ckpt_dir)
+  if latest is None:
+    raise FileNotFoundError(
+        f'No checkpoint in {ckpt_dir}; train first: python train.py '
+        f'--workdir={workdir}{otherwise}')
+  return latest
+
+
 def restore(workdir: str, *, checkpoint: Optional[str] = None
             ) -> tuple[ml_collections.ConfigDict, TrainState, str]:
   """Rebuilds the TrainState of a workdir from a checkpoint (latest default).
@@ -151,24 +185,9 @@ def restore(workdir: str, *, checkpoint: Optional[str] = None
     IncompleteCheckpointError: the checkpoint lacks some of the state.
   """
   config = config_lib.load(workdir)
-  if checkpoint is not None and not tf.io.gfile.exists(checkpoint + '.index'):
-    raise FileNotFoundError(
-        f'Checkpoint {checkpoint} does not exist (no {checkpoint}.index). '
-        f'Pass a path like {os.path.join(workdir, CHECKPOINT_DIR)}/ckpt-STEP, '
-        'or omit it to use the latest checkpoint.')
-  if checkpoint is None:
-    checkpoint = tf.train.latest_checkpoint(os.path.join(workdir,
-                                                         CHECKPOINT_DIR))
-    if checkpoint is None:
-      raise FileNotFoundError(
-          f'No checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; train '
-          f'first: python train.py --workdir={workdir}')
-  previous_policy = keras.config.dtype_policy()
-  keras.config.set_dtype_policy('float32')
-  try:
+  checkpoint = find_checkpoint(workdir, checkpoint)
+  with precision.dtype_policy('float32'):
     state = TrainState(config)
-  finally:
-    keras.config.set_dtype_policy(previous_policy)
   # Every object of the state must be in the checkpoint (extra entries, such
   # as a stored data position, may be left unused).
   status = state.checkpoint().restore(checkpoint)

@@ -45,7 +45,6 @@ path) raise before any work.
 """
 
 import datetime
-import json
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -57,6 +56,7 @@ import tensorflow as tf
 from bigbigan_tf import checkpoints
 from bigbigan_tf import data as data_lib
 from bigbigan_tf import defaults
+from bigbigan_tf import files
 from bigbigan_tf import grids
 from bigbigan_tf.evaluation import digit_classifier as digit_lib
 from bigbigan_tf.evaluation import features as features_lib
@@ -297,14 +297,6 @@ def _json_default(value):
   raise TypeError(f'{type(value).__name__} is not JSON serialisable')
 
 
-def _write_json(path: str, content: Mapping[str, Any]) -> None:
-  tmp = f'{path}.tmp'
-  with tf.io.gfile.GFile(tmp, 'w') as f:
-    f.write(json.dumps(content, indent=2, sort_keys=True,
-                       default=_json_default) + '\n')
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def _grid_size(config) -> int:
   train_config = config.get('train') or {}
   return int(train_config.get('grid_size', _DEFAULT_GRID_SIZE))
@@ -338,17 +330,9 @@ def _check_arguments(*, module, checkpoint, num_samples, batch_size, feature,
 def _check_sources(workdir: str, module: Optional[str],
                    checkpoint: Optional[str]) -> None:
   """Fails before any slow work if the checkpoint to evaluate is missing."""
-  if checkpoint is not None and not tf.io.gfile.exists(checkpoint + '.index'):
-    raise FileNotFoundError(
-        f'Checkpoint {checkpoint} does not exist (no {checkpoint}.index); '
-        f'pass one like {os.path.join(workdir, checkpoints.CHECKPOINT_DIR)}'
-        '/ckpt-STEP, or omit --checkpoint to use the latest.')
-  if module is None and checkpoint is None and not tf.train.latest_checkpoint(
-      os.path.join(workdir, checkpoints.CHECKPOINT_DIR)):
-    raise FileNotFoundError(
-        f'No checkpoint in {os.path.join(workdir, checkpoints.CHECKPOINT_DIR)}'
-        f'; train first (python train.py --workdir={workdir}) or pass '
-        '--module=EXPORT_DIR.')
+  if module is None:
+    checkpoints.find_checkpoint(workdir, checkpoint,
+                                otherwise=', or pass --module=EXPORT_DIR')
 
 
 def _unavailable(metrics: Sequence[str], config, *, inception: str,
@@ -507,11 +491,8 @@ def _grid_images(nets, real, *, cols: int, batch_size: int,
                  seed: int) -> Dict[str, np.ndarray]:
   samples = np.concatenate(list(features_lib.generated_batches(
       nets, num=cols * cols, batch_size=batch_size, seed=seed)))
-  return {
-      'samples': grids.image_grid(samples, rows=cols, cols=cols),
-      'reconstructions': grids.reconstruction_grid(
-          real['grid_real'], real['grid_recon'], cols=cols),
-  }
+  return grids.sample_and_reconstruction_grids(
+      samples, real['grid_real'], real['grid_recon'], cols=cols)
 
 
 def _write_outputs(result, grid_images: Dict[str, np.ndarray], *,
@@ -530,8 +511,9 @@ def _write_outputs(result, grid_images: Dict[str, np.ndarray], *,
       tf.summary.image(name, grid[None], step=step)
   writer.close()
   result['results_file'] = os.path.join(eval_dir, f'results_{tag}.json')
-  _write_json(result['results_file'], result)
-  _write_json(os.path.join(eval_dir, LATEST_RESULTS_FILE), result)
+  files.write_json(result['results_file'], result, default=_json_default)
+  files.write_json(os.path.join(eval_dir, LATEST_RESULTS_FILE), result,
+                   default=_json_default)
   logging.info('Wrote %s.', result['results_file'])
 
 
