@@ -178,13 +178,16 @@ class BigBiGANModule(tf.Module):
     self.standing_stats_batches = tf.Variable(
         standing_stats_batches, dtype=tf.int64, trainable=False,
         name='standing_stats_batches')
-    m = model_config
-    self._z_dim = m.z_dim
-    self._z_spec = tf.TensorSpec([None, m.z_dim], tf.float32, name='z')
-    self._x_spec = tf.TensorSpec([None, m.resolution, m.resolution, 3],
+    # z_dim and G's resolution from the built networks; E takes any size,
+    # so its input side is the config's.
+    z_dim, resolution = generator.z_dim, generator.resolution
+    encoder_resolution = model_config.encoder_resolution
+    self._z_dim = z_dim
+    self._z_spec = tf.TensorSpec([None, z_dim], tf.float32, name='z')
+    self._x_spec = tf.TensorSpec([None, resolution, resolution, 3],
                                  tf.float32, name='x')
     self._x_e_spec = tf.TensorSpec(
-        [None, m.encoder_resolution, m.encoder_resolution, 3], tf.float32,
+        [None, encoder_resolution, encoder_resolution, 3], tf.float32,
         name='x')
     function = functools.partial(tf.function, autograph=False)
     self.generate = function(self._generate, input_signature=[self._z_spec])

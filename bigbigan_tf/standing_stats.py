@@ -135,7 +135,7 @@ def encoder_standing_statistics(encoder: keras.Model,
         '--standing_stats_batches=0 (standing_stats_batches=0) to keep the '
         "checkpoint's batch-norm statistics.") from e
   images = (batch['image'] for batch in dataset.take(num_batches))
-  noise = tf.zeros([batch_size, config.model.z_dim])  # E's BNs precede noise.
+  noise = tf.zeros([batch_size, encoder.z_dim])  # E's BNs precede noise.
   return apply_standing_statistics(
       encoder, images, lambda x: encoder(x, training=True, noise=noise))
 
@@ -159,7 +159,7 @@ def standing_statistics(config: ml_collections.ConfigDict,
     return {'method': 'checkpoint moving averages', 'batches': 0,
             'batch_size': 0}
   generator_standing_statistics(
-      generator, z_dim=config.model.z_dim, num_batches=num_batches,
+      generator, z_dim=generator.z_dim, num_batches=num_batches,
       batch_size=batch_size, seed=config.seed)
   encoder_standing_statistics(encoder, config, num_batches=num_batches,
                               batch_size=batch_size, seed=config.seed)

@@ -121,14 +121,17 @@ def load_from_workdir(
   except checkpoints.IncompleteCheckpointError as e:
     raise ModuleLoadError(str(e)) from e
   generator, encoder = state.ema_generator, state.ema_encoder
-  m = config.model
+  # z_dim and G's resolution from the built networks; E takes any size, so
+  # its input side is the config's.
+  z_dim, resolution = generator.z_dim, generator.resolution
+  encoder_resolution = config.model.encoder_resolution
   # As export.py sets them (same batches, same seed).
   standing_stats.standing_statistics(config, generator, encoder,
                                      num_batches=standing_stats_batches,
                                      batch_size=standing_stats_batch_size)
-  z_spec = tf.TensorSpec([None, m.z_dim], tf.float32)
+  z_spec = tf.TensorSpec([None, z_dim], tf.float32)
   x_spec = tf.TensorSpec(
-      [None, m.encoder_resolution, m.encoder_resolution, 3], tf.float32)
+      [None, encoder_resolution, encoder_resolution, 3], tf.float32)
 
   @tf.function(input_signature=[z_spec], autograph=False)
   def generate(z):
@@ -137,13 +140,13 @@ def load_from_workdir(
   @tf.function(input_signature=[x_spec], autograph=False)
   def encode(x):
     # Zero noise: only the deterministic outputs are used.
-    out = encoder(x, training=False, noise=tf.zeros([tf.shape(x)[0], m.z_dim]))
+    out = encoder(x, training=False, noise=tf.zeros([tf.shape(x)[0], z_dim]))
     return {key: out[key] for key in FEATURES}
 
   nets = Networks(source='checkpoint', path=checkpoint,
-                  step=int(state.step.numpy()), z_dim=m.z_dim,
-                  resolution=m.resolution,
-                  encoder_resolution=m.encoder_resolution,
+                  step=int(state.step.numpy()), z_dim=z_dim,
+                  resolution=resolution,
+                  encoder_resolution=encoder_resolution,
                   generate_fn=generate, encode_fn=encode, keep_alive=state)
   logging.info('Evaluating the EMA networks of %s (step %d), batch-norm '
                'statistics: %s.', checkpoint, nets.step,
