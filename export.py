@@ -14,6 +14,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from bigbigan_tf import defaults
+
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'The workdir train.py wrote to (gs:// ok).')
 _EXPORT_DIR = flags.DEFINE_string('export_dir', None,
@@ -26,12 +28,13 @@ _NO_EMA = flags.DEFINE_bool('no_ema', False, 'Export the live G and E '
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Replace an existing --export_dir.')
 _STANDING_STATS_BATCHES = flags.DEFINE_integer(
-    'standing_stats_batches', 16, 'Batches over which G\'s and E\'s batch-norm '
-    'statistics are recomputed (BigGAN standing statistics); 0 keeps the '
-    "checkpoint's moving averages.", lower_bound=0)
+    'standing_stats_batches', defaults.STANDING_STATS_BATCHES,
+    'Batches over which G\'s and E\'s batch-norm statistics are recomputed '
+    '(BigGAN standing statistics); 0 keeps the checkpoint\'s moving '
+    'averages.', lower_bound=0)
 _STANDING_STATS_BATCH_SIZE = flags.DEFINE_integer(
-    'standing_stats_batch_size', 64, 'Examples per standing-statistics batch.',
-    lower_bound=1)
+    'standing_stats_batch_size', defaults.STANDING_STATS_BATCH_SIZE,
+    'Examples per standing-statistics batch.', lower_bound=1)
 
 
 def main(argv):

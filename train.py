@@ -21,6 +21,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bigbigan_tf import defaults
+
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                'bigbigan_tf', 'configs', 'mnist.py')
 
@@ -31,7 +33,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for the config, '
                                'checkpoints, summaries and grids (gs:// ok).')
 _STRATEGY = flags.DEFINE_enum(
-    'strategy', 'auto', ['auto', 'cpu', 'gpu', 'tpu', 'multi_worker'],
+    'strategy', 'auto', list(defaults.STRATEGY_KINDS),
     'Distribution strategy; auto = TPU if --tpu is set, else all GPUs, else '
     'the CPU.')
 _TPU = flags.DEFINE_string('tpu', None, "TPU name or address; 'local' on a "

@@ -32,12 +32,14 @@ import ml_collections
 import tensorflow as tf
 
 from bigbigan_tf import config_lib
+from bigbigan_tf import defaults
 from bigbigan_tf import ema as ema_lib
 from bigbigan_tf import hardware
 from bigbigan_tf import models
 from bigbigan_tf import optimizers
+from bigbigan_tf import precision
 
-CHECKPOINT_DIR = 'checkpoints'
+CHECKPOINT_DIR = defaults.CHECKPOINT_DIR
 
 
 class IncompleteCheckpointError(RuntimeError):
@@ -294,6 +296,47 @@ def latest_readable(directory: str) -> Optional[str]:
   return None
 
 
+def find_checkpoint(workdir: str, checkpoint: Optional[str] = None, *,
+                    otherwise: str = '') -> str:
+  """The checkpoint to read: `checkpoint`, else the newest readable one.
+
+  Args:
+    workdir: the directory train.py wrote to.
+    checkpoint: a checkpoint path (W/checkpoints/ckpt-STEP), or None.
+    otherwise: what else the caller could be given, added to the message
+      when the workdir has no checkpoint (e.g. ' or pass --module=DIR').
+
+  Returns:
+    The checkpoint path (its prefix, without `.index`).
+
+  Raises:
+    FileNotFoundError: `checkpoint` does not exist, or (with None) the
+      workdir holds no checkpoint.
+    UnreadableCheckpointError: the given checkpoint, or every checkpoint of
+      the workdir, cannot be read (newer unreadable ones are skipped with a
+      warning, `latest_readable`).
+  """
+  ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+  if checkpoint is not None:
+    if not tf.io.gfile.exists(checkpoint + '.index'):
+      raise FileNotFoundError(
+          f'Checkpoint {checkpoint} does not exist (no {checkpoint}.index). '
+          f'Pass a path like {ckpt_dir}/ckpt-STEP, or omit it to use the '
+          'latest checkpoint.')
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
+      raise UnreadableCheckpointError(
+          f'Checkpoint {checkpoint} cannot be read: {problem}. Pass another '
+          'checkpoint, or omit it to use the newest readable one.')
+    return checkpoint
+  latest = latest_readable(ckpt_dir)
+  if latest is None:
+    raise FileNotFoundError(
+        f'No checkpoint in {ckpt_dir}; train first: python train.py '
+        f'--workdir={workdir}{otherwise}')
+  return latest
+
+
 def restore(workdir: str, *, checkpoint: Optional[str] = None
             ) -> tuple[ml_collections.ConfigDict, TrainState, str]:
   """Rebuilds the TrainState of a workdir from a checkpoint (latest default).
@@ -316,29 +359,9 @@ def restore(workdir: str, *, checkpoint: Optional[str] = None
     IncompleteCheckpointError: the checkpoint lacks some of the state.
   """
   config = load_config(workdir)
-  if checkpoint is not None and not tf.io.gfile.exists(checkpoint + '.index'):
-    raise FileNotFoundError(
-        f'Checkpoint {checkpoint} does not exist (no {checkpoint}.index). '
-        f'Pass a path like {os.path.join(workdir, CHECKPOINT_DIR)}/ckpt-STEP, '
-        'or omit it to use the latest checkpoint.')
-  if checkpoint is not None:
-    problem = checkpoint_problem(checkpoint)
-    if problem is not None:
-      raise UnreadableCheckpointError(
-          f'Checkpoint {checkpoint} cannot be read: {problem}. Pass another '
-          '--checkpoint, or omit it to use the newest readable one.')
-  if checkpoint is None:
-    checkpoint = latest_readable(os.path.join(workdir, CHECKPOINT_DIR))
-    if checkpoint is None:
-      raise FileNotFoundError(
-          f'No checkpoint in {os.path.join(workdir, CHECKPOINT_DIR)}; train '
-          f'first: python train.py --workdir={workdir}')
-  previous_policy = keras.config.dtype_policy()
-  keras.config.set_dtype_policy('float32')
-  try:
+  checkpoint = find_checkpoint(workdir, checkpoint)
+  with precision.dtype_policy('float32'):
     state = TrainState(config)
-  finally:
-    keras.config.set_dtype_policy(previous_policy)
   # Every object of the state must be in the checkpoint (extra entries, such
   # as a stored data position, may be left unused).
   status = state.checkpoint().restore(checkpoint)

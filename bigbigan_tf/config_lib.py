@@ -12,6 +12,7 @@ from typing import Any
 import ml_collections
 import tensorflow as tf
 
+from bigbigan_tf import files
 from bigbigan_tf import hardware
 from bigbigan_tf.models import discriminator as d_arch
 from bigbigan_tf.models import generator as g_arch
@@ -145,13 +146,8 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 def save(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes the resolved config as indented JSON into the workdir."""
-  tf.io.gfile.makedirs(workdir)
-  path = os.path.join(workdir, CONFIG_FILENAME)
-  tmp = path + '.tmp'
-  with tf.io.gfile.GFile(tmp, 'w') as f:
-    f.write(json.dumps(to_dict(config), indent=2, sort_keys=True) + '\n')
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-  return path
+  return files.write_json(os.path.join(workdir, CONFIG_FILENAME),
+                          to_dict(config))
 
 
 # Fields added after the first release, with the value that reproduces how a

@@ -29,7 +29,9 @@ import os
 from absl import logging
 import tensorflow as tf
 
-KINDS = ('auto', 'tpu', 'gpu', 'multi_worker', 'cpu')
+from bigbigan_tf import defaults
+
+KINDS = defaults.STRATEGY_KINDS
 
 
 class StrategyError(RuntimeError):

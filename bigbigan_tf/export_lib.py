@@ -1,7 +1,8 @@
 """Export: a TF2 SavedModel with the DeepMind BigBiGAN TF Hub interface.
 
-The exported module (DESIGN.md section 3.1), for a config with G resolution R,
-encoder resolution R_E and latent size z_dim, has four signatures:
+The exported module follows the interface of DeepMind's BigBiGAN TF Hub
+modules (tfhub.dev/deepmind/bigbigan-resnet50). For a config with G resolution
+R, encoder resolution R_E and latent size z_dim it has four signatures:
 
   generate        z [N, z_dim] -> default [N, R, R, 3] in [-1, 1],
                                   upsampled [N, 2R, 2R, 3] (nearest 2x)
@@ -89,6 +90,7 @@ import tensorflow as tf
 
 from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
+from bigbigan_tf import defaults
 from bigbigan_tf import standing_stats
 
 CONFIG_ASSET = 'config.json'
@@ -189,13 +191,16 @@ class BigBiGANModule(tf.Module):
     self.standing_stats_batches = tf.Variable(
         standing_stats_batches, dtype=tf.int64, trainable=False,
         name='standing_stats_batches')
-    m = model_config
-    self._z_dim = m.z_dim
-    self._z_spec = tf.TensorSpec([None, m.z_dim], tf.float32, name='z')
-    self._x_spec = tf.TensorSpec([None, m.resolution, m.resolution, 3],
+    # z_dim and G's resolution from the built networks; E takes any size,
+    # so its input side is the config's.
+    z_dim, resolution = generator.z_dim, generator.resolution
+    encoder_resolution = model_config.encoder_resolution
+    self._z_dim = z_dim
+    self._z_spec = tf.TensorSpec([None, z_dim], tf.float32, name='z')
+    self._x_spec = tf.TensorSpec([None, resolution, resolution, 3],
                                  tf.float32, name='x')
     self._x_e_spec = tf.TensorSpec(
-        [None, m.encoder_resolution, m.encoder_resolution, 3], tf.float32,
+        [None, encoder_resolution, encoder_resolution, 3], tf.float32,
         name='x')
     function = functools.partial(tf.function, autograph=False)
     self.generate = function(self._generate, input_signature=[self._z_spec])
@@ -269,9 +274,9 @@ def build_module(config: ml_collections.ConfigDict,
                  state: checkpoints.TrainState, *, step: int,
                  use_ema: bool = True,
                  standing_stats_batches: int = (
-                     standing_stats.DEFAULT_STANDING_STATS_BATCHES),
+                     defaults.STANDING_STATS_BATCHES),
                  standing_stats_batch_size: int = (
-                     standing_stats.DEFAULT_STANDING_STATS_BATCH_SIZE)
+                     defaults.STANDING_STATS_BATCH_SIZE)
                  ) -> tuple[BigBiGANModule, dict[str, Any]]:
   """Wraps a restored TrainState's networks as the exportable module.
 
@@ -458,9 +463,9 @@ def save_module(module: BigBiGANModule, export_dir: str, *,
 def export(workdir: str, export_dir: str, *, checkpoint: Optional[str] = None,
            use_ema: bool = True, overwrite: bool = False,
            standing_stats_batches: int = (
-               standing_stats.DEFAULT_STANDING_STATS_BATCHES),
+               defaults.STANDING_STATS_BATCHES),
            standing_stats_batch_size: int = (
-               standing_stats.DEFAULT_STANDING_STATS_BATCH_SIZE)
+               defaults.STANDING_STATS_BATCH_SIZE)
            ) -> str:
   """Exports a checkpoint of a training run as a Hub-style SavedModel.
 

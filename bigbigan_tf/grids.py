@@ -6,13 +6,12 @@ Used by training (sample grids every few steps) and by `eval/`
 
 import io
 import math
-import os
-import uuid
 from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image
-import tensorflow as tf
+
+from bigbigan_tf import files
 
 # Colour of the padding lines and of blank cells: white separates the cells of
 # both dark (digits) and natural images clearly.
@@ -144,6 +143,28 @@ def reconstruction_grid(real: np.ndarray, recon: np.ndarray, *, cols: int,
       padding=padding, pad_value=pad_value)
 
 
+def sample_and_reconstruction_grids(samples: np.ndarray, real: np.ndarray,
+                                    recon: np.ndarray, *, cols: int
+                                    ) -> dict[str, np.ndarray]:
+  """The two grids training and evaluation write, by name.
+
+  Args:
+    samples: float [cols * cols, R, R, 3] in [-1, 1], G(z) for fixed z (fewer
+      leave blank cells).
+    real: float [N, R, R, 3] in [-1, 1], inputs x at G's resolution.
+    recon: float [N, R, R, 3] in [-1, 1], G(E(x).z_mean).
+    cols: images per grid row.
+
+  Returns:
+    {'samples': uint8 cols x cols grid, 'reconstructions': rows of x over
+    rows of their reconstructions (`reconstruction_grid`)}.
+  """
+  return {
+      'samples': image_grid(samples, rows=cols, cols=cols),
+      'reconstructions': reconstruction_grid(real, recon, cols=cols),
+  }
+
+
 def write_png(path: str, grid: np.ndarray) -> None:
   """Writes a uint8 image as PNG, atomically, through `tf.io.gfile`.
 
@@ -166,15 +187,4 @@ def write_png(path: str, grid: np.ndarray) -> None:
         f'shape {grid.shape}. Build it with image_grid() or to_uint8().')
   buffer = io.BytesIO()
   Image.fromarray(grid).save(buffer, format='PNG')
-  parent = os.path.dirname(path)
-  if parent:
-    tf.io.gfile.makedirs(parent)
-  temp_path = f'{path}.tmp-{uuid.uuid4().hex}'
-  try:
-    with tf.io.gfile.GFile(temp_path, 'wb') as f:
-      f.write(buffer.getvalue())
-    tf.io.gfile.rename(temp_path, path, overwrite=True)
-  finally:
-    # Only left behind if the write or the rename failed.
-    if tf.io.gfile.exists(temp_path):
-      tf.io.gfile.remove(temp_path)
+  files.write_atomic(path, buffer.getvalue())

@@ -283,8 +283,6 @@ def record_in_workdir(resolution: Resolution, workdir: str, step: int
                f'{entry["device"]} with different settings: '
                + '; '.join(changed) + f' (recorded in {path}).')
   runs.append(entry)
-  tmp = path + '.tmp'
-  with tf.io.gfile.GFile(tmp, 'w') as f:
-    f.write(json.dumps({'runs': runs}, indent=2) + '\n')
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  from bigbigan_tf import files  # pylint: disable=g-import-not-at-top
+  files.write_json(path, {'runs': runs}, sort_keys=False)
   return warning

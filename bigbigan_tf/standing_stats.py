@@ -19,12 +19,7 @@ import tensorflow as tf
 
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
-
-# Standing statistics: 16 batches, BigGAN-PyTorch's default
-# `--num_standing_accumulations`, of 64 examples; 16 training-mode passes each
-# of G and E.
-DEFAULT_STANDING_STATS_BATCHES = 16
-DEFAULT_STANDING_STATS_BATCH_SIZE = 64
+from bigbigan_tf import defaults
 
 
 def batch_norm_layers(model: keras.Model) -> list[
@@ -140,15 +135,15 @@ def encoder_standing_statistics(encoder: keras.Model,
         '--standing_stats_batches=0 (standing_stats_batches=0) to keep the '
         "checkpoint's batch-norm statistics.") from e
   images = (batch['image'] for batch in dataset.take(num_batches))
-  noise = tf.zeros([batch_size, config.model.z_dim])  # E's BNs precede noise.
+  noise = tf.zeros([batch_size, encoder.z_dim])  # E's BNs precede noise.
   return apply_standing_statistics(
       encoder, images, lambda x: encoder(x, training=True, noise=noise))
 
 
 def standing_statistics(config: ml_collections.ConfigDict,
                         generator: keras.Model, encoder: keras.Model, *,
-                        num_batches: int = DEFAULT_STANDING_STATS_BATCHES,
-                        batch_size: int = DEFAULT_STANDING_STATS_BATCH_SIZE
+                        num_batches: int = defaults.STANDING_STATS_BATCHES,
+                        batch_size: int = defaults.STANDING_STATS_BATCH_SIZE
                         ) -> dict[str, Any]:
   """Sets G's and E's batch-norm statistics as export does; returns a record.
 
@@ -164,7 +159,7 @@ def standing_statistics(config: ml_collections.ConfigDict,
     return {'method': 'checkpoint moving averages', 'batches': 0,
             'batch_size': 0}
   generator_standing_statistics(
-      generator, z_dim=config.model.z_dim, num_batches=num_batches,
+      generator, z_dim=generator.z_dim, num_batches=num_batches,
       batch_size=batch_size, seed=config.seed)
   encoder_standing_statistics(encoder, config, num_batches=num_batches,
                               batch_size=batch_size, seed=config.seed)

@@ -24,9 +24,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-# TF-GAN's Inception network (bigbigan_tf.evaluation.metrics.INCEPTION_HANDLE),
-# repeated here so that --help answers without importing TensorFlow.
-_INCEPTION_HANDLE = 'https://tfhub.dev/tensorflow/tfgan/eval/inception/1'
+from bigbigan_tf import defaults
 
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'The workdir train.py wrote to (gs:// ok); results go to '
@@ -36,38 +34,45 @@ _MODULE = flags.DEFINE_string(
     'module', None, 'Evaluate this exported SavedModel (export.py, or a '
     'BigBiGAN TF Hub module) instead of the workdir\'s checkpoint.')
 _METRICS = flags.DEFINE_string(
-    'metrics', 'auto', 'Comma-separated metrics from is, fid, kid, '
-    'linear_probe, grids, digit_fid, recon_accuracy, prdc; auto = is,fid,kid,'
-    'linear_probe,grids plus digit_fid,recon_accuracy on digit data.')
+    'metrics', 'auto', 'Comma-separated metrics from '
+    f'{", ".join(defaults.METRICS)}; auto = '
+    f'{",".join(defaults.GENERATIVE_METRICS)},linear_probe,grids plus '
+    f'{",".join(defaults.DIGIT_METRICS)} on digit data.')
 _NUM_SAMPLES = flags.DEFINE_integer(
-    'num_samples', 50_000, 'Generated images for IS/FID/KID/digit_fid (50K as '
+    'num_samples', defaults.NUM_SAMPLES,
+    'Generated images for IS/FID/KID/digit_fid (50K as '
     'in the paper); also the cap on real eval images.', lower_bound=2)
 _INCEPTION = flags.DEFINE_string(
-    'inception', _INCEPTION_HANDLE, 'TF Hub handle or local / gs:// path of '
+    'inception', defaults.INCEPTION_HANDLE,
+    'TF Hub handle or local / gs:// path of '
     'TF-GAN\'s Inception SavedModel (needed for is/fid/kid; offline, pass a '
     'local copy).')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 100,
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', defaults.EVAL_BATCH_SIZE,
                                    'Images per forward pass.', lower_bound=1)
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, 'Checkpoint to evaluate, e.g. W/checkpoints/ckpt-500 '
     '(default: the latest in --workdir).')
 _FEATURE = flags.DEFINE_enum(
-    'feature', 'avepool_feat', ['avepool_feat', 'bn_crelu_feat', 'z_mean'],
+    'feature', defaults.PROBE_FEATURE, list(defaults.FEATURES),
     'Frozen encoder output for the linear probe.')
 _SEED = flags.DEFINE_integer(
     'seed', 0, 'Seed of the latents, the probe\'s train_val split and the '
     'digit classifier.')
 _PROBE_EPOCHS = flags.DEFINE_integer(
-    'probe_epochs', 100, 'Maximum linear-probe epochs per learning rate '
+    'probe_epochs', defaults.PROBE_EPOCHS,
+    'Maximum linear-probe epochs per learning rate '
     '(early stopping on train_val).', lower_bound=1)
 _DIGIT_CLASSIFIER_EPOCHS = flags.DEFINE_integer(
-    'digit_classifier_epochs', 8, 'Epochs when the digit classifier has to '
+    'digit_classifier_epochs', defaults.DIGIT_CLASSIFIER_EPOCHS,
+    'Epochs when the digit classifier has to '
     'be trained (it is cached in WORKDIR/eval/).', lower_bound=1)
 _PRDC_K = flags.DEFINE_integer(
-    'prdc_k', 5, 'k of the k-nearest-neighbour balls of prdc (precision, '
+    'prdc_k', defaults.PRDC_K,
+    'k of the k-nearest-neighbour balls of prdc (precision, '
     'recall, density, coverage).', lower_bound=1)
 _STANDING_STATS_BATCHES = flags.DEFINE_integer(
-    'standing_stats_batches', 16, 'For a checkpoint: batches of BigGAN '
+    'standing_stats_batches', defaults.STANDING_STATS_BATCHES,
+    'For a checkpoint: batches of BigGAN '
     'standing statistics for the EMA networks\' batch norms, as export.py '
     'computes them; 0 keeps the moving statistics of the live networks.',
     lower_bound=0)

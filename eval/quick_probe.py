@@ -22,6 +22,8 @@ import sys
 from absl import app
 from absl import flags
 
+from bigbigan_tf import defaults
+
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.')
 _STEPS = flags.DEFINE_list(
     'steps', None, 'Checkpoint steps to probe (default: all kept).')
@@ -30,7 +32,8 @@ _TRAIN_SPLIT = flags.DEFINE_string(
 _EVAL_SPLIT = flags.DEFINE_string(
     'eval_split', None, 'Split to score (default: config data.eval_split).')
 _STANDING_STATS_BATCHES = flags.DEFINE_integer(
-    'standing_stats_batches', 16, 'Batches of BigGAN standing statistics for '
+    'standing_stats_batches', defaults.STANDING_STATS_BATCHES,
+    'Batches of BigGAN standing statistics for '
     'the EMA encoder\'s batch norms (as export.py and evaluate.py); 0 keeps '
     'the live networks\' moving statistics.', lower_bound=0)
 
@@ -57,11 +60,10 @@ def _labelled_split(config, split):
 def _encode(nets, images, batch_size=200):
   """{feature: [N, D]} of the encoder for `images`, in batches."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from bigbigan_tf.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
   outs = [nets.encode(images[i:i + batch_size])
           for i in range(0, len(images), batch_size)]
   return {k: np.concatenate([np.asarray(o[k]).reshape(len(o[k]), -1)
-                             for o in outs]) for k in features_lib.FEATURES}
+                             for o in outs]) for k in defaults.FEATURES}
 
 
 def main(argv):
@@ -75,7 +77,7 @@ def main(argv):
   from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import linear_probe  # pylint: disable=g-import-not-at-top
-  ckpt_dir = os.path.join(_WORKDIR.value, 'checkpoints')
+  ckpt_dir = os.path.join(_WORKDIR.value, defaults.CHECKPOINT_DIR)
   if _STEPS.value and not all(s.isdigit() for s in _STEPS.value):
     print(f'error: --steps takes checkpoint steps like 0,1000,5000; got '
           f'{",".join(_STEPS.value)!r}', file=sys.stderr)

@@ -9,8 +9,8 @@ import keras
 import tensorflow as tf
 
 import testing
-from bigbigan_tf import bench
 from bigbigan_tf import models
+from bigbigan_tf.bench import bench_lib as bench
 from bigbigan_tf.configs import tiny
 
 

@@ -80,18 +80,21 @@ class DigitClassifierTest(tf.test.TestCase):
                                         self.classifier.features(noise))
     self.assertGreater(to_noise, 20.0 * halves)
 
-  def test_as_classifier_fn_for_generative_metrics(self):
+  def test_as_classifier_fn_for_compute_activations(self):
     batches = lambda x: [x[i:i + 100] for i in range(0, len(x), 100)]
-    result = metrics.generative_metrics(
-        batches(self.test_images[:500]), batches(self.test_images[500:]),
-        self.classifier, num_examples=500, metrics=('is', 'fid'),
-        features_key=digit_classifier.FEATURES_KEY, progress=False)
+    real, fake = (metrics.compute_activations(
+        batches(images), self.classifier, num_examples=500, progress=False)
+                  for images in (self.test_images[:500],
+                                 self.test_images[500:]))
+    key = digit_classifier.FEATURES_KEY
     features = self.classifier.features(self.test_images)
     self.assertAllClose(
-        result['fid'],
+        metrics.frechet_distance(real[key], fake[key]),
         metrics.frechet_distance(features[:500], features[500:]), rtol=1e-4)
     # Confident predictions over 10 balanced classes: score well above 5.
-    self.assertBetween(result['is'], 5.0, 10.0)
+    score = np.mean(metrics.inception_score_splits(
+        fake[digit_classifier.LOGITS_KEY], num_splits=10))
+    self.assertBetween(score, 5.0, 10.0)
 
   def test_save_load_round_trip(self):
     path = os.path.join(self.get_temp_dir(), 'cache', 'digits.keras')

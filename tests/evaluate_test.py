@@ -23,6 +23,7 @@ import tensorflow as tf
 import testing
 from bigbigan_tf import checkpoints
 from bigbigan_tf import data as data_lib
+from bigbigan_tf import defaults
 from bigbigan_tf import export_lib
 from bigbigan_tf import grids
 from bigbigan_tf import standing_stats
@@ -198,7 +199,7 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(settings['feature'], 'avepool_feat')
     self.assertEqual(settings['inception'], 'classifier_fn')
     self.assertEqual(settings['standing_stats_batches'],
-                     standing_stats.DEFAULT_STANDING_STATS_BATCHES)
+                     defaults.STANDING_STATS_BATCHES)
     self.assertIn('standing statistics over 16 batches',
                   saved['notes']['networks'])
     self.assertEqual(settings['data'], {'name': 'mnist', 'split': 'train',
@@ -218,8 +219,8 @@ class EvaluateTest(tf.test.TestCase):
     real = self.classifier(self.real)
     got = self.result['metrics']
     self.assertAllClose(
-        got['is'], metrics_lib.inception_score(fake['logits'], num_splits=10),
-        rtol=1e-4)
+        got['is'], np.mean(metrics_lib.inception_score_splits(
+            fake['logits'], num_splits=10)), rtol=1e-4)
     self.assertAllClose(
         got['fid'], metrics_lib.frechet_distance(real['pool_3'],
                                                  fake['pool_3']), rtol=1e-3)

@@ -23,6 +23,7 @@ import testing
 from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
+from bigbigan_tf import defaults
 from bigbigan_tf import export_lib
 from bigbigan_tf import standing_stats
 from bigbigan_tf.models import encoder as enc_lib
@@ -279,7 +280,7 @@ class ExportTest(tf.test.TestCase):
     self.assertEqual(int(m.step.numpy()), 2)
     self.assertTrue(bool(m.use_ema.numpy()))
     self.assertEqual(int(m.standing_stats_batches.numpy()),
-                     standing_stats.DEFAULT_STANDING_STATS_BATCHES)
+                     defaults.STANDING_STATS_BATCHES)
     with open(m.config_file.asset_path.numpy().decode()) as f:
       self.assertEqual(json.load(f),
                        config_lib.to_dict(config_lib.load(self.workdir)))

@@ -98,6 +98,20 @@ class ReconstructionGridTest(tf.test.TestCase):
                                 cols=2)
 
 
+class SampleAndReconstructionGridsTest(tf.test.TestCase):
+
+  def test_both_grids_by_name(self):
+    samples = _constant_images([-1.0, 0.0, 1.0, 0.5])
+    real, recon = _constant_images([-1.0, -0.5]), _constant_images([1.0, 0.5])
+    named = grids.sample_and_reconstruction_grids(samples, real, recon,
+                                                  cols=2)
+    self.assertCountEqual(named, ['samples', 'reconstructions'])
+    self.assertAllEqual(named['samples'],
+                        grids.image_grid(samples, rows=2, cols=2))
+    self.assertAllEqual(named['reconstructions'],
+                        grids.reconstruction_grid(real, recon, cols=2))
+
+
 class WritePngTest(tf.test.TestCase):
 
   def test_round_trip_creates_dirs_and_leaves_no_temp_file(self):

@@ -108,19 +108,20 @@ class DistanceTest(tf.test.TestCase):
     logits = rng.normal(size=(250, 10)) * 3.0
     for num_splits in (1, 10):
       self.assertAllClose(
-          metrics.inception_score(logits, num_splits=num_splits),
+          np.mean(metrics.inception_score_splits(logits,
+                                                 num_splits=num_splits)),
           _numpy_inception_score(logits, num_splits), rtol=1e-9)
     splits = metrics.inception_score_splits(logits, num_splits=10)
     self.assertEqual(splits.shape, (10,))
     self.assertTrue(np.all((splits >= 1.0) & (splits <= 10.0)))
     # One-hot-like confident predictions spread over 10 classes: IS near 10.
     confident = np.eye(10)[np.arange(200) % 10] * 50.0
-    self.assertAllClose(metrics.inception_score(confident, num_splits=2), 10.0,
-                        rtol=1e-3)
+    self.assertAllClose(metrics.inception_score_splits(confident, num_splits=2),
+                        [10.0, 10.0], rtol=1e-3)
 
   def test_inception_score_rejects_too_many_splits(self):
     with self.assertRaisesRegex(ValueError, r'num_splits must be in \[1, 5\]'):
-      metrics.inception_score(np.zeros((5, 3)), num_splits=10)
+      metrics.inception_score_splits(np.zeros((5, 3)), num_splits=10)
 
   def test_kernel_distance_matches_numpy(self):
     rng = np.random.default_rng(2)
@@ -186,37 +187,26 @@ class PipelineTest(tf.test.TestCase):
           _batches(self.images[:64], 32), self.classifier_fn,
           num_examples=100, progress=False)
 
-  def test_generative_metrics_identical_vs_shifted(self):
-    real = _batches(self.images, 64)
-    shifted_images = np.clip(self.images + 0.5, -1, 1)
-    same = metrics.generative_metrics(
-        real, _batches(self.images, 64), self.classifier_fn, num_examples=256,
-        progress=False)
-    shifted = metrics.generative_metrics(
-        real, _batches(shifted_images, 64), self.classifier_fn,
-        num_examples=256, progress=False)
-    self.assertEqual(set(same), {'is', 'is_std', 'fid', 'kid'})
-    self.assertAllClose(same['fid'], 0.0, atol=1e-4)
-    self.assertGreater(shifted['fid'], 100 * max(same['fid'], 1e-4))
-    self.assertGreater(shifted['kid'], same['kid'] + 1e-3)
-    # IS is computed from the generated images' logits only.
-    logits = self.classifier_fn(self.images)['logits']
-    self.assertAllClose(same['is'], metrics.inception_score(logits), rtol=1e-5)
-    self.assertBetween(same['is'], 1.0, 10.0)
+  def test_distances_of_identical_vs_shifted_images(self):
+    # The path evaluate_lib takes: classifier outputs of real and generated
+    # batches, then the distances and the split scores.
+    def activations(images):
+      return metrics.compute_activations(
+          _batches(images, 64), self.classifier_fn, num_examples=256,
+          progress=False)
 
-  def test_generative_metrics_subset_and_errors(self):
-    only_is = metrics.generative_metrics(
-        None, _batches(self.images, 64), self.classifier_fn, num_examples=100,
-        metrics=('is',), progress=False)
-    self.assertEqual(set(only_is), {'is', 'is_std'})
-    with self.assertRaisesRegex(ValueError, 'subset of'):
-      metrics.generative_metrics(None, [], self.classifier_fn, num_examples=1,
-                                 metrics=('fid', 'lpips'))
-    with self.assertRaisesRegex(ValueError, "no output 'features'"):
-      metrics.generative_metrics(
-          _batches(self.images, 64), _batches(self.images, 64),
-          self.classifier_fn, num_examples=64, metrics=('fid',),
-          features_key='features', progress=False)
+    real = activations(self.images)
+    same = activations(self.images)
+    shifted = activations(np.clip(self.images + 0.5, -1, 1))
+    fid_same = metrics.frechet_distance(real['pool_3'], same['pool_3'])
+    fid_shifted = metrics.frechet_distance(real['pool_3'], shifted['pool_3'])
+    self.assertAllClose(fid_same, 0.0, atol=1e-4)
+    self.assertGreater(fid_shifted, 100 * max(fid_same, 1e-4))
+    self.assertGreater(
+        metrics.kernel_distance(real['pool_3'], shifted['pool_3']),
+        metrics.kernel_distance(real['pool_3'], same['pool_3']) + 1e-3)
+    scores = metrics.inception_score_splits(same['logits'], num_splits=10)
+    self.assertTrue(np.all((scores >= 1.0) & (scores <= 10.0)))
 
 
 class _FakeInception(tf.Module):

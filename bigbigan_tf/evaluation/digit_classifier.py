@@ -1,8 +1,9 @@
 """A small CNN digit classifier for an offline Frechet distance on MNIST.
 
-No Inception weights install offline (DESIGN.md section 4), so for the default
-MNIST dataset `eval/` trains this classifier on the real training digits and
-uses its penultimate features (128-d) in place of Inception's `pool_3`:
+Inception's weights come from TF Hub, out of reach offline, so for the
+default MNIST dataset `eval/` trains this classifier on the real training
+digits and uses its penultimate features (128-d) in place of Inception's
+`pool_3`:
 
   features = classifier.features(images)          # [N, 128]
   metrics.frechet_distance(real_features, fake_features)
@@ -10,8 +11,8 @@ uses its penultimate features (128-d) in place of Inception's `pool_3`:
 The result is a **digit Frechet distance, NOT comparable with Inception FID**
 (nor across classifiers trained with other seeds, data or settings): report it
 under its own name. The classifier is also a `classifier_fn` for
-`metrics.generative_metrics` (outputs 'logits' and 'features'; pass
-`features_key=FEATURES_KEY`), whose 'is' then is a digit classifier score.
+`metrics.compute_activations` (outputs 'logits' and 'features'), whose logits
+give a digit classifier score through `metrics.inception_score_splits`.
 
 The network itself is built from `keras.layers` only (it would also run on
 Keras' JAX backend); training feeds it through tf.data.

@@ -7,9 +7,10 @@
   nets.generate(z)   # z float32 [N, z_dim] -> images [N, R, R, 3] in [-1, 1]
   nets.encode(x)     # x [N, R_E, R_E, 3] in [-1, 1] -> {'z_mean', ...}
 
-The module path only uses the `encode` / `generate` signatures of DESIGN.md
-section 3.1 (`module.signatures['encode'](x=...)`), so it works with modules
-written by `export.py` and with DeepMind's official BigBiGAN TF Hub modules.
+The module path only uses the `encode` / `generate` signatures (see
+bigbigan_tf/export_lib.py; `module.signatures['encode'](x=...)`), so it works
+with modules written by `export.py` and with DeepMind's official BigBiGAN TF
+Hub modules.
 Both run inference-mode networks: an example's outputs do not depend on its
 batch.
 
@@ -29,11 +30,12 @@ import tensorflow as tf
 from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
+from bigbigan_tf import defaults
 from bigbigan_tf import standing_stats
 from bigbigan_tf.models import ops
 
-# Encoder outputs usable as frozen features (DESIGN.md section 3.1).
-FEATURES = ('avepool_feat', 'bn_crelu_feat', 'z_mean')
+# Encoder outputs usable as frozen features.
+FEATURES = defaults.FEATURES
 # Where export.py keeps the run's config inside a module.
 MODULE_CONFIG_ASSET = os.path.join('assets', 'config.json')
 
@@ -79,9 +81,9 @@ class Networks:
 
 def load_from_workdir(
     workdir: str, *, checkpoint: Optional[str] = None,
-    standing_stats_batches: int = standing_stats.DEFAULT_STANDING_STATS_BATCHES,
+    standing_stats_batches: int = defaults.STANDING_STATS_BATCHES,
     standing_stats_batch_size: int = (
-        standing_stats.DEFAULT_STANDING_STATS_BATCH_SIZE)
+        defaults.STANDING_STATS_BATCH_SIZE)
 ) -> Tuple[ml_collections.ConfigDict, Networks]:
   """The EMA G and E of a training run's checkpoint, in inference mode.
 
@@ -119,14 +121,17 @@ def load_from_workdir(
   except checkpoints.IncompleteCheckpointError as e:
     raise ModuleLoadError(str(e)) from e
   generator, encoder = state.ema_generator, state.ema_encoder
-  m = config.model
+  # z_dim and G's resolution from the built networks; E takes any size, so
+  # its input side is the config's.
+  z_dim, resolution = generator.z_dim, generator.resolution
+  encoder_resolution = config.model.encoder_resolution
   # As export.py sets them (same batches, same seed).
   standing_stats.standing_statistics(config, generator, encoder,
                                      num_batches=standing_stats_batches,
                                      batch_size=standing_stats_batch_size)
-  z_spec = tf.TensorSpec([None, m.z_dim], tf.float32)
+  z_spec = tf.TensorSpec([None, z_dim], tf.float32)
   x_spec = tf.TensorSpec(
-      [None, m.encoder_resolution, m.encoder_resolution, 3], tf.float32)
+      [None, encoder_resolution, encoder_resolution, 3], tf.float32)
 
   @tf.function(input_signature=[z_spec], autograph=False)
   def generate(z):
@@ -135,13 +140,13 @@ def load_from_workdir(
   @tf.function(input_signature=[x_spec], autograph=False)
   def encode(x):
     # Zero noise: only the deterministic outputs are used.
-    out = encoder(x, training=False, noise=tf.zeros([tf.shape(x)[0], m.z_dim]))
+    out = encoder(x, training=False, noise=tf.zeros([tf.shape(x)[0], z_dim]))
     return {key: out[key] for key in FEATURES}
 
   nets = Networks(source='checkpoint', path=checkpoint,
-                  step=int(state.step.numpy()), z_dim=m.z_dim,
-                  resolution=m.resolution,
-                  encoder_resolution=m.encoder_resolution,
+                  step=int(state.step.numpy()), z_dim=z_dim,
+                  resolution=resolution,
+                  encoder_resolution=encoder_resolution,
                   generate_fn=generate, encode_fn=encode, keep_alive=state)
   logging.info('Evaluating the EMA networks of %s (step %d), batch-norm '
                'statistics: %s.', checkpoint, nets.step,
@@ -277,18 +282,13 @@ def load_config(workdir: str, module: Optional[str]
   return config_lib.load(workdir)  # Raises with the workdir message.
 
 
-def latents(num: int, z_dim: int, *, seed: int) -> np.ndarray:
-  """z ~ N(0, I), float32 [num, z_dim]; row i depends only on (seed, i)."""
-  return np.random.default_rng(seed).standard_normal(
-      (num, z_dim)).astype(np.float32)
-
-
 def generated_batches(nets: Networks, *, num: int, batch_size: int,
                       seed: int) -> Iterator[np.ndarray]:
-  """G(z) for `num` latents from `latents(num, seed)`, in batches.
+  """G(z) for `num` latents z ~ N(0, I) of one seeded stream, in batches.
 
   The latents are drawn batch by batch from one seeded stream, which gives
-  the same rows as one big draw: the samples do not depend on batch_size.
+  the same rows as one big draw: row i depends only on (seed, i), not on
+  batch_size.
 
   Yields:
     float32 [B, R, R, 3] in [-1, 1], B <= batch_size, num images in all.

@@ -17,8 +17,7 @@ import os
 import ssl
 import threading
 import time
-from typing import (Callable, Dict, Iterable, Mapping, Optional, Sequence,
-                    Tuple, Union)
+from typing import Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
 import urllib.error
 import urllib.request
 
@@ -26,6 +25,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from bigbigan_tf import defaults
 from bigbigan_tf import tfgan_compat
 
 ArrayLike = Union[np.ndarray, tf.Tensor]
@@ -34,13 +34,10 @@ ClassifierFn = Callable[[tf.Tensor], Mapping[str, ArrayLike]]
 # TF-GAN's Inception network (tfgan.eval.INCEPTION_TFHUB): the graph of the
 # OpenAI Inception Score code, taking 299x299 images in [-1, 1]; its call
 # returns {'logits': [N, 1008], 'pool_3': [N, 2048]}.
-INCEPTION_HANDLE = 'https://tfhub.dev/tensorflow/tfgan/eval/inception/1'
+INCEPTION_HANDLE = defaults.INCEPTION_HANDLE
 INCEPTION_IMAGE_SIZE = 299
 LOGITS_KEY = 'logits'
 POOL_KEY = 'pool_3'
-
-# Metric names accepted by `generative_metrics`.
-METRICS = ('is', 'fid', 'kid')
 
 # How long to wait for the TF Hub server (or proxy) to answer before declaring
 # it unreachable. On offline machines whose firewall drops packets, hub.load
@@ -106,25 +103,6 @@ def inception_score_splits(logits: ArrayLike, *,
       float(score_fn(tf.constant(split)))
       for split in np.array_split(logits, num_splits)
   ])
-
-
-def inception_score(logits: ArrayLike, *, num_splits: int = 10) -> float:
-  """Inception Score: mean over splits of TF-GAN's classifier score.
-
-  See `inception_score_splits` for the protocol; with Inception logits of
-  50K generated images and 10 splits this is the number reported in papers.
-
-  Args:
-    logits: [N, num_classes] classifier logits of generated images.
-    num_splits: number of splits, 1 <= num_splits <= N.
-
-  Returns:
-    The mean score over the splits, in [1, num_classes].
-
-  Raises:
-    ValueError: if logits are not 2-D or num_splits is out of range.
-  """
-  return float(np.mean(inception_score_splits(logits, num_splits=num_splits)))
 
 
 def _check_pair(real: ArrayLike,
@@ -414,70 +392,3 @@ def _progress_bar(total: int):
   except ImportError:
     return None
   return tqdm.tqdm(total=total, unit='img', desc='classifier', leave=False)
-
-
-def _output(activations: Mapping[str, np.ndarray], key: str,
-            argument: str) -> np.ndarray:
-  if key not in activations:
-    raise ValueError(
-        f'The classifier has no output {key!r} (outputs: '
-        f'{sorted(activations)}); set {argument} to one of them.')
-  return activations[key]
-
-
-def generative_metrics(real_images_iter: Optional[Iterable[ArrayLike]],
-                       fake_images_iter: Iterable[ArrayLike],
-                       classifier_fn: ClassifierFn, *, num_examples: int,
-                       metrics: Sequence[str] = METRICS,
-                       logits_key: str = LOGITS_KEY,
-                       features_key: str = POOL_KEY, num_splits: int = 10,
-                       progress: bool = True) -> Dict[str, float]:
-  """IS, FID and / or KID of generated images under one classifier.
-
-  Args:
-    real_images_iter: iterable of real float [B, H, W, 3] batches in [-1, 1];
-      may be None when only 'is' is requested.
-    fake_images_iter: iterable of generated batches, same format.
-    classifier_fn: fn(float32 images) -> dict of outputs; e.g.
-      `load_inception()` (standard numbers) or a `DigitClassifier`.
-    num_examples: images taken from each iterator (50000 in the standard
-      protocol; FID depends on it, so compare equal counts).
-    metrics: subset of ('is', 'fid', 'kid').
-    logits_key: classifier output used for IS.
-    features_key: classifier output used for FID and KID.
-    num_splits: IS splits (see `inception_score_splits`).
-    progress: show progress while classifying.
-
-  Returns:
-    {'is': mean IS, 'is_std': std over splits, 'fid': ..., 'kid': ...} for
-    the requested metrics.
-
-  Raises:
-    ValueError: on an unknown metric, a missing iterator or output key, or an
-      iterator shorter than num_examples.
-  """
-  unknown = set(metrics) - set(METRICS)
-  if unknown or not metrics:
-    raise ValueError(
-        f'metrics must be a non-empty subset of {METRICS}; got {metrics}.')
-  needs_real = bool({'fid', 'kid'} & set(metrics))
-  if needs_real and real_images_iter is None:
-    raise ValueError('FID and KID need real images; pass real_images_iter.')
-  fake = compute_activations(fake_images_iter, classifier_fn,
-                             num_examples=num_examples, progress=progress)
-  results = {}
-  if 'is' in metrics:
-    scores = inception_score_splits(
-        _output(fake, logits_key, 'logits_key'), num_splits=num_splits)
-    results['is'] = float(np.mean(scores))
-    results['is_std'] = float(np.std(scores))
-  if needs_real:
-    real = compute_activations(real_images_iter, classifier_fn,
-                               num_examples=num_examples, progress=progress)
-    real_features = _output(real, features_key, 'features_key')
-    fake_features = _output(fake, features_key, 'features_key')
-    if 'fid' in metrics:
-      results['fid'] = frechet_distance(real_features, fake_features)
-    if 'kid' in metrics:
-      results['kid'] = kernel_distance(real_features, fake_features)
-  return results

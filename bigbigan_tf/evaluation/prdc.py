@@ -31,7 +31,9 @@ from typing import Dict
 
 import numpy as np
 
-DEFAULT_K = 5
+from bigbigan_tf import defaults
+
+DEFAULT_K = defaults.PRDC_K
 DEFAULT_BLOCK_SIZE = 500
 
 

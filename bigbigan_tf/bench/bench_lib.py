@@ -1,11 +1,14 @@
 """Benchmark of one training iteration: time, throughput, memory, utilisation.
 
+The library of `python -m bigbigan_tf.bench` (its flags live in
+bigbigan_tf/bench/__main__.py):
+
   python -m bigbigan_tf.bench --preset=biggan32
   python -m bigbigan_tf.bench --config=bigbigan_tf/configs/mnist.py \
       --config.train.precision=mixed_bfloat16
   # A preset with overrides:
   python -m bigbigan_tf.bench \
-      --config=bigbigan_tf/configs/bench_presets.py:biggan32 \
+      --config=bigbigan_tf/bench/presets.py:biggan32 \
       --config.model.fused_resampling=False
   # A/B in one process: the config and each variant, timed alternately:
   python -m bigbigan_tf.bench --preset=biggan32 --repeats=16 \
@@ -29,43 +32,17 @@ machine moves separate runs by +-10%, more than many changes buy.
 
 import ast
 import copy
-import json
 import os
 import resource
 import statistics
-import sys
 import time
-
-from absl import app
-from absl import flags
-from ml_collections import config_flags
-
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file (instead of --preset).', lock_config=False)
-_PRESET = flags.DEFINE_enum('preset', None, ['biggan32', 'biggan128', 'default'],
-                            'Named benchmark setting.')
-_PRECISION = flags.DEFINE_enum('precision', None, ['auto', 'float32', 'mixed_bfloat16'],
-                               'Override train.precision.')
-_JIT = flags.DEFINE_bool('jit_compile', None, 'Override train.jit_compile.')
-_REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed loop calls.')
-_STEPS = flags.DEFINE_integer('steps_per_call', 2,
-                              'Iterations per compiled loop call.')
-_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed loop calls first.')
-_COMPARE = flags.DEFINE_multi_string(
-    'compare', [], "A variant to time against the config in the same "
-    "process: overrides 'key=value;key=value' (e.g. "
-    "'model.fused_batch_norm=False'). Repeatable. Prints a comparison "
-    'instead of the usual figures.')
-_MATMUL_SIZE = flags.DEFINE_integer(
-    'matmul_size', 2048, 'Side of the square matmul that measures this '
-    "machine's dense FLOP/s (the MFU denominator).")
 
 
 def preset_config(name: str):
-  """The benchmark presets (configs/bench_presets.py): biggan32, biggan128
+  """The benchmark presets (bench/presets.py): biggan32, biggan128
   (disc_iters = 1, float32) and the offline default config as it is."""
-  from bigbigan_tf.configs import bench_presets  # pylint: disable=g-import-not-at-top
-  return bench_presets.get_config(name)
+  from bigbigan_tf.bench import presets  # pylint: disable=g-import-not-at-top
+  return presets.get_config(name)
 
 
 def encoder_name(config) -> str:
@@ -332,36 +309,3 @@ def run(config, *, repeats: int, steps_per_call: int, warmup: int,
       'jit_compile': config.train.jit_compile,
       'threads': os.cpu_count(),
   }
-
-
-def main(argv):
-  del argv
-  if (_PRESET.value is None) == (_CONFIG.value is None):
-    print('error: pass exactly one of --preset=NAME or --config=FILE',
-          file=sys.stderr)
-    sys.exit(2)
-  config = (preset_config(_PRESET.value) if _PRESET.value else _CONFIG.value)
-  with config.unlocked():
-    if _PRECISION.value:
-      config.train.precision = _PRECISION.value
-    if _JIT.value is not None:
-      config.train.jit_compile = _JIT.value
-  result = {'preset': _PRESET.value}
-  if _COMPARE.value:
-    try:
-      variants = [(v, with_overrides(config, v)) for v in _COMPARE.value]
-    except ValueError as e:
-      print(f'error: {e}', file=sys.stderr)
-      sys.exit(2)
-    result.update(compare(config, variants, rounds=_REPEATS.value,
-                          steps_per_call=_STEPS.value, warmup=_WARMUP.value))
-    print(json.dumps(result))
-    return
-  result.update(run(config, repeats=_REPEATS.value,
-                    steps_per_call=_STEPS.value, warmup=_WARMUP.value,
-                    matmul_size=_MATMUL_SIZE.value))
-  print(json.dumps(result))
-
-
-if __name__ == '__main__':
-  app.run(main)

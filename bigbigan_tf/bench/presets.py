@@ -3,7 +3,7 @@
 Also a config file, so a preset takes overrides:
 
   python -m bigbigan_tf.bench \
-      --config=bigbigan_tf/configs/bench_presets.py:biggan128 \
+      --config=bigbigan_tf/bench/presets.py:biggan128 \
       --config.model.encoder.width_multiplier=0.5
 
 biggan32 and biggan128 have BigGAN-PyTorch's G and D shapes and one D step
