@@ -137,6 +137,12 @@ def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
                             field)
     except ValueError as e:
       raise ConfigError(str(e)) from None
+  for field in ('fused_resampling_min_size', 'pointwise_strided_max_pixels',
+                'tapped_filter_grad_max_pixels'):
+    value = m[field]
+    _check(isinstance(value, int) and not isinstance(value, bool)
+           and value >= 0, 'model.' + field, value,
+           'it must be an integer >= 0 (pixels)')
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:
@@ -160,6 +166,10 @@ FIELDS_ADDED_LATER = {
     'model.fused_resampling_min_size': 8,
     'model.fused_batch_norm': True,
     'optim.fused_adam': True,
+    'model.pointwise_matmul': True,
+    'model.pointwise_strided_max_pixels': 64,
+    'model.tapped_filter_grad': True,
+    'model.tapped_filter_grad_max_pixels': 64,
 }
 
 

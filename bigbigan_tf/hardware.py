@@ -1,7 +1,8 @@
 """What this machine computes fast, and the 'auto' config values it settles.
 
 `train.precision` and the speed switches (`model.fused_resampling`,
-`model.fused_batch_norm`, `optim.fused_adam`) may be 'auto'. `resolve` turns
+`model.fused_batch_norm`, `model.pointwise_matmul`, `model.tapped_filter_grad`,
+`optim.fused_adam`) may be 'auto'. `resolve` turns
 them into concrete values for the device the run has, and says why:
 
   precision     mixed_bfloat16 where the device computes bfloat16 natively
@@ -28,6 +29,7 @@ import ml_collections
 AUTO = 'auto'
 # The config fields that may be 'auto', besides train.precision.
 SWITCHES = ('model.fused_resampling', 'model.fused_batch_norm',
+            'model.pointwise_matmul', 'model.tapped_filter_grad',
             'optim.fused_adam')
 HARDWARE_FILENAME = 'hardware.json'
 
@@ -143,6 +145,8 @@ def resolve_precision(value: str, device: Device) -> tuple[str, str]:
 _SWITCH_ON = {
     'model.fused_resampling': {'amx', 'avx512_bf16', 'avx512', 'avx2'},
     'model.fused_batch_norm': {'amx', 'avx512_bf16', 'avx512', 'avx2'},
+    'model.pointwise_matmul': {'amx', 'avx512_bf16', 'avx512', 'avx2'},
+    'model.tapped_filter_grad': {'amx', 'avx512_bf16', 'avx512', 'avx2'},
     # Keras' own Adam update was faster on the AVX2-only CPU.
     'optim.fused_adam': {'amx', 'avx512_bf16', 'avx512'},
 }

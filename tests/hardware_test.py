@@ -70,6 +70,8 @@ class SwitchTest(tf.test.TestCase):
     want = {  # field: (AMX, Zen 5, Zen 3, GPU, TPU)
         'model.fused_resampling': (True, True, True, False, False),
         'model.fused_batch_norm': (True, True, True, False, False),
+        'model.pointwise_matmul': (True, True, True, False, False),
+        'model.tapped_filter_grad': (True, True, True, False, False),
         'optim.fused_adam': (True, True, False, False, False),
     }
     for field, expected in want.items():
@@ -93,6 +95,26 @@ class SwitchTest(tf.test.TestCase):
     with self.assertRaisesRegex(config_lib.ConfigError,
                                 'model.fused_batch_norm'):
       config_lib.validate(config)
+    for field, value in (('pointwise_matmul', 'matmul'),
+                         ('tapped_filter_grad', 'sometimes')):
+      config = tiny.get_config()
+      with config.unlocked():
+        del config.model[field]  # the value may change type
+        config.model[field] = value
+      with self.assertRaisesRegex(config_lib.ConfigError,
+                                  f'model.{field} = {value!r}.*'
+                                  "'auto', True, False"):
+        config_lib.validate(config)
+    for field, value in (('pointwise_strided_max_pixels', -1),
+                         ('tapped_filter_grad_max_pixels', 2.5),
+                         ('fused_resampling_min_size', True)):
+      config = tiny.get_config()
+      with config.unlocked():
+        del config.model[field]  # the value may change type
+        config.model[field] = value
+      with self.assertRaisesRegex(config_lib.ConfigError,
+                                  f'model.{field} = {value!r}.*integer >= 0'):
+        config_lib.validate(config)
 
 
 class ResolveTest(tf.test.TestCase):

@@ -55,22 +55,35 @@ def get_base_config() -> ml_collections.ConfigDict:
   # E's input resolution: a multiple of `resolution`. Paper: 2x (256 for a
   # 128 G); real images are average-pooled down to `resolution` for F.
   config.model.encoder_resolution = 256
-  # Compute G's upsample-then-3x3-conv as one stride-2 4x4 transposed conv
-  # at the lower resolution and F's 3x3-conv-then-average-pool as one
-  # stride-2 4x4 conv: the same networks and weights (equal up to float
-  # rounding) with about a third fewer FLOPs in G and F. False = the literal
-  # order everywhere. 'auto' (bigbigan_tf/hardware.py): on where measured
-  # faster (CPUs), off on GPU and TPU (not measured there). Speed only: may
-  # change when a run is resumed.
+  # Speed tricks (bigbigan_tf/models/fast_ops.py). Each computes the same
+  # networks with the same weights and checkpoints (equal up to float
+  # rounding), so it may change when a run is resumed. True / False, or
+  # 'auto' (bigbigan_tf/hardware.py): on where measured faster (CPUs), the
+  # plain Keras op on GPU and TPU (not measured there). Figures:
+  # docs/performance.md.
+  # G's upsample-then-3x3-conv as one stride-2 4x4 transposed conv at the
+  # lower resolution and F's 3x3-conv-then-average-pool as one stride-2 4x4
+  # conv (about a third fewer FLOPs in G and F); 1x1 skips resampled on the
+  # low-resolution side. False = the literal order everywhere.
   config.model.fused_resampling = 'auto'
   # ... but only in blocks whose low-resolution side is at least this many
-  # pixels: below it (4x4 maps, hundreds of channels) oneDNN's strided and
-  # transposed convolutions were slower here than the literal order. 1 = all.
+  # pixels (on small maps with many channels oneDNN's strided and transposed
+  # convolutions were slower than the literal order). 1 = all blocks.
   config.model.fused_resampling_min_size = 8
   # Batch norm as TensorFlow's fused op (FusedBatchNormV3) instead of Keras'
-  # separate ops: the same function (layers.BatchNormalization). 'auto': on
-  # CPUs (measured faster or neutral), off on GPU and TPU.
+  # separate ops (fast_ops.FusedBatchNormalization).
   config.model.fused_batch_norm = 'auto'
+  # 1x1 convolutions as one matmul over the channels (fast_ops.pointwise_conv).
+  config.model.pointwise_matmul = 'auto'
+  # ... strided ones only up to this many input pixels (above it the strided
+  # slice's gradient costs more than the matmul saves; they run as convs).
+  config.model.pointwise_strided_max_pixels = 64
+  # The weight gradient of 3x3 stride-1 convolutions as nine per-tap matmuls
+  # (fast_ops.tapped_filter_grad_conv; TensorFlow backend only).
+  config.model.tapped_filter_grad = 'auto'
+  # ... only where the output has at most this many pixels (on larger maps
+  # oneDNN's own filter gradient was faster).
+  config.model.tapped_filter_grad_max_pixels = 64
 
   config.model.generator = ml_collections.ConfigDict()
   # Base channel width; block widths are ch times BigGAN's multipliers. Paper: 96.

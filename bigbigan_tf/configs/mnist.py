@@ -21,8 +21,8 @@ def get_config():
   config.data.split = 'train'
   config.data.eval_split = 'test'
   # Digits: a mild crop keeps the digit whole; flips would change the symbol.
-  # At 0.8 (vs 0.6 and 1.0 = none, 5,000 steps each) the probe was as good
-  # as with 0.6 and G and the reconstructions better (README).
+  # 0.8 kept the probe as good as 0.6 and made G and the reconstructions
+  # better than 0.6 or no crop (docs/experiments.md).
   config.data.crop_min_area = 0.8
   config.data.random_flip = False
 
@@ -43,7 +43,7 @@ def get_config():
   config.model.encoder.blocks_per_stage = (1, 1, 1, 1)
   config.model.encoder.width_multiplier = 0.5
   # Deterministic E (paper Table 1 ablation): the stochastic E matched the
-  # prior with noise (sigma ~0.7, mean spread ~0.45) and lost the digits.
+  # prior with noise and lost the digits (docs/experiments.md).
   config.model.encoder.stochastic = False
   config.model.encoder.head_depth = 1
   config.model.encoder.head_width = 256

@@ -5,10 +5,9 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 
-from bigbigan_tf import hardware
-from bigbigan_tf.models import layers
 from bigbigan_tf.models.discriminator import Discriminator
 from bigbigan_tf.models.encoder import Encoder
+from bigbigan_tf.models.fast_ops import FastOps
 from bigbigan_tf.models.generator import Generator
 from bigbigan_tf.models.revnet import RevNetEncoder
 
@@ -27,37 +26,33 @@ def build_networks(model_config: ml_collections.ConfigDict) -> Networks:
 
   Returns:
     Networks(generator, encoder, discriminator), each called once on zeros
-    (batch 2) so every weight exists, e.g. for checkpoint restore.
+    (batch 2) so every weight exists, e.g. for checkpoint restore. All three
+    hold the same `fast_ops` (fast_ops.FastOps.from_config(model_config)).
   """
   m = model_config
-  # 'auto' switches follow this machine (bigbigan_tf/hardware.py).
-  fused_resampling = hardware.switch(m.fused_resampling,
-                                     'model.fused_resampling')
-  with layers.fused_batch_norm(hardware.switch(m.fused_batch_norm,
-                                               'model.fused_batch_norm')):
-    g, e, d = m.generator, m.encoder, m.discriminator
-    generator = Generator(
-        resolution=m.resolution, z_dim=m.z_dim, ch=g.ch,
-        attention_resolution=g.attention_resolution, embed_dim=g.embed_dim,
-        bn_epsilon=g.bn_epsilon, bn_momentum=g.bn_momentum,
-        fused_resampling=fused_resampling,
-        fused_min_size=m.fused_resampling_min_size)
-    encoder = {'resnet_v2': Encoder, 'revnet': RevNetEncoder}[e.kind](
-        z_dim=m.z_dim, blocks_per_stage=tuple(e.blocks_per_stage),
-        width_multiplier=e.width_multiplier, head_depth=e.head_depth,
-        head_width=e.head_width, bn_epsilon=e.bn_epsilon,
-        bn_momentum=e.bn_momentum, stochastic=e.stochastic)
-    discriminator = Discriminator(
-        resolution=m.resolution, ch=d.ch,
-        attention_resolution=d.attention_resolution, h_width=d.h_width,
-        h_depth=d.h_depth, j_width=d.j_width, j_depth=d.j_depth,
-        fused_resampling=fused_resampling,
-        fused_min_size=m.fused_resampling_min_size)
-    z = np.zeros((2, m.z_dim), np.float32)
-    x = np.zeros((2, m.resolution, m.resolution, 3), np.float32)
-    x_e = np.zeros((2, m.encoder_resolution, m.encoder_resolution, 3),
-                   np.float32)
-    generator(z)
-    encoder(x_e, noise=z)
-    discriminator(x, z)
+  # One resolution of the speed switches ('auto' follows this machine) for
+  # all three networks.
+  fast_ops = FastOps.from_config(m)
+  g, e, d = m.generator, m.encoder, m.discriminator
+  generator = Generator(
+      resolution=m.resolution, z_dim=m.z_dim, ch=g.ch,
+      attention_resolution=g.attention_resolution, embed_dim=g.embed_dim,
+      bn_epsilon=g.bn_epsilon, bn_momentum=g.bn_momentum, fast_ops=fast_ops)
+  encoder = {'resnet_v2': Encoder, 'revnet': RevNetEncoder}[e.kind](
+      z_dim=m.z_dim, blocks_per_stage=tuple(e.blocks_per_stage),
+      width_multiplier=e.width_multiplier, head_depth=e.head_depth,
+      head_width=e.head_width, bn_epsilon=e.bn_epsilon,
+      bn_momentum=e.bn_momentum, stochastic=e.stochastic, fast_ops=fast_ops)
+  discriminator = Discriminator(
+      resolution=m.resolution, ch=d.ch,
+      attention_resolution=d.attention_resolution, h_width=d.h_width,
+      h_depth=d.h_depth, j_width=d.j_width, j_depth=d.j_depth,
+      fast_ops=fast_ops)
+  z = np.zeros((2, m.z_dim), np.float32)
+  x = np.zeros((2, m.resolution, m.resolution, 3), np.float32)
+  x_e = np.zeros((2, m.encoder_resolution, m.encoder_resolution, 3),
+                 np.float32)
+  generator(z)
+  encoder(x_e, noise=z)
+  discriminator(x, z)
   return Networks(generator, encoder, discriminator)

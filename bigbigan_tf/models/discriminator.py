@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from bigbigan_tf.models import layers
+from bigbigan_tf.models.fast_ops import FastOps
 
 # BigGAN's discriminator per input resolution: (output width of each block,
 # in units of ch; whether it halves the resolution). Each block's input width
@@ -35,26 +36,25 @@ class ImageDiscriminator(layers.BlockStack, keras.Model):
   """F: x [B, R, R, 3] in [-1, 1] -> (features [B, 16ch or 4ch], s_x [B])."""
 
   def __init__(self, *, resolution: int, ch: int, attention_resolution: int = 0,
-               fused_resampling: bool = True, fused_min_size: int = 1,
-               name: str = 'F', **kwargs):
+               fast_ops: FastOps = FastOps(), name: str = 'F', **kwargs):
     super().__init__(name=name, **kwargs)
     if resolution not in D_ARCH:
       raise ValueError(f'Discriminator resolution {resolution} is not one of '
                        f'{sorted(D_ARCH)}.')
     out_mult, down = D_ARCH[resolution]
     self.resolution = resolution
+    self.fast_ops = fast_ops
     blocks, self.attention_after = [], -1
     res = resolution
     for i, (mult, d) in enumerate(zip(out_mult, down)):
       blocks.append(layers.DBlock(mult * ch, downsample=d,
-                                  preactivation=i > 0,
-                                  fused_resampling=fused_resampling,
-                                  fused_min_size=fused_min_size,
+                                  preactivation=i > 0, fast_ops=fast_ops,
                                   name=f'block{i}'))
       res = res // 2 if d else res
       if res == attention_resolution and self.attention_after < 0 and d:
         self.attention_after = i
-        self.attention_layer = layers.SelfAttention(name=f'attention{res}')
+        self.attention_layer = layers.SelfAttention(fast_ops=fast_ops,
+                                                    name=f'attention{res}')
     layers.set_layer_list(self, 'block', blocks)
     self.feature_dim = out_mult[-1] * ch
     self.score = layers.SNDense(1, name='score')
@@ -110,13 +110,13 @@ class Discriminator(keras.Model):
 
   def __init__(self, *, resolution: int, ch: int, attention_resolution: int,
                h_width: int, h_depth: int, j_width: int, j_depth: int,
-               fused_resampling: bool = True, fused_min_size: int = 1,
-               name: str = 'discriminator', **kwargs):
+               fast_ops: FastOps = FastOps(), name: str = 'discriminator',
+               **kwargs):
     super().__init__(name=name, **kwargs)
+    self.fast_ops = fast_ops
     self.f = ImageDiscriminator(resolution=resolution, ch=ch,
                                 attention_resolution=attention_resolution,
-                                fused_resampling=fused_resampling,
-                                fused_min_size=fused_min_size)
+                                fast_ops=fast_ops)
     self.h = LatentDiscriminator(width=h_width, depth=h_depth)
     self.j = JointDiscriminator(width=j_width, depth=j_depth)
 

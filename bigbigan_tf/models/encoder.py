@@ -11,14 +11,15 @@ import keras
 from keras import ops
 
 from bigbigan_tf.models import layers
+from bigbigan_tf.models.fast_ops import FastOps
 
 _STAGE_WIDTHS = (64, 128, 256, 512)  # bottleneck widths; outputs are 4x
 
 
-def _conv(filters, kernel_size, strides=1, name=None):
-  return layers.Conv2D(filters, kernel_size, strides=strides,
-                       padding='same', use_bias=False,
-                       kernel_initializer='he_normal', name=name)
+def _conv(fast_ops: FastOps, filters, kernel_size, strides=1, name=None):
+  return fast_ops.conv2d(filters, kernel_size, strides=strides,
+                         padding='same', use_bias=False,
+                         kernel_initializer='he_normal', name=name)
 
 
 class BottleneckV2(keras.layers.Layer):
@@ -29,20 +30,23 @@ class BottleneckV2(keras.layers.Layer):
   """
 
   def __init__(self, width: int, *, strides: int, bn_epsilon: float,
-               bn_momentum: float, **kwargs):
+               bn_momentum: float, fast_ops: FastOps = FastOps(), **kwargs):
     super().__init__(**kwargs)
     self.width, self.strides = width, strides
-    bn = dict(epsilon=bn_epsilon, momentum=bn_momentum, affine=True)
+    self.fast_ops = fast_ops
+    bn = dict(epsilon=bn_epsilon, momentum=bn_momentum, affine=True,
+              fast_ops=fast_ops)
     self.bn1 = layers.batch_norm(**bn, name='bn1')
     self.bn2 = layers.batch_norm(**bn, name='bn2')
     self.bn3 = layers.batch_norm(**bn, name='bn3')
-    self.conv1 = _conv(width, 1, name='conv1')
-    self.conv2 = _conv(width, 3, strides, name='conv2')
-    self.conv3 = _conv(4 * width, 1, name='conv3')
+    self.conv1 = _conv(fast_ops, width, 1, name='conv1')
+    self.conv2 = _conv(fast_ops, width, 3, strides, name='conv2')
+    self.conv3 = _conv(fast_ops, 4 * width, 1, name='conv3')
 
   def build(self, input_shape):
     self.project = input_shape[-1] != 4 * self.width or self.strides != 1
-    self.conv_sc = (_conv(4 * self.width, 1, self.strides, name='conv_sc')
+    self.conv_sc = (_conv(self.fast_ops, 4 * self.width, 1, self.strides,
+                          name='conv_sc')
                     if self.project else None)
 
   def call(self, x, training=False):
@@ -66,6 +70,9 @@ class Encoder(keras.Model):
       z_sample = z_mean + z_stdev * noise, or z_mean when the encoder is
       deterministic (`stochastic=False`, the paper's Table 1 ablation; z_stdev
       is still returned, unused by training).
+
+  `fast_ops` picks how convolutions and batch norms are computed (fast_ops.py;
+  the same function either way).
   """
 
   def __init__(self, *, z_dim: int,
@@ -73,16 +80,17 @@ class Encoder(keras.Model):
                width_multiplier: float = 1.0, head_depth: int = 0,
                head_width: int = 4096, bn_epsilon: float = 1e-5,
                bn_momentum: float = 0.99, stochastic: bool = True,
-               name: str = 'encoder', **kwargs):
+               fast_ops: FastOps = FastOps(), name: str = 'encoder',
+               **kwargs):
     super().__init__(name=name, **kwargs)
     self.z_dim = z_dim
     self.stochastic = stochastic
+    self.fast_ops = fast_ops
     self._build_trunk(blocks_per_stage, width_multiplier,
                       dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum))
-    self.post_bn = layers.batch_norm(epsilon=bn_epsilon, momentum=bn_momentum,
-                                     affine=True, name='post_bn')
-    self.feat_bn = layers.batch_norm(epsilon=bn_epsilon, momentum=bn_momentum,
-                                     affine=False, name='feat_bn')
+    bn = dict(epsilon=bn_epsilon, momentum=bn_momentum, fast_ops=fast_ops)
+    self.post_bn = layers.batch_norm(**bn, affine=True, name='post_bn')
+    self.feat_bn = layers.batch_norm(**bn, affine=False, name='feat_bn')
     # Head: MLP with a skip from the pooled features straight to (mu, sigma^).
     self.head = (layers.ResidualMLP(width=head_width, depth=head_depth - 1,
                                     spectral_norm=False, name='head')
@@ -97,12 +105,13 @@ class Encoder(keras.Model):
     """Creates the layers `_trunk` runs and sets `self.feature_dim`."""
     widths = [max(1, int(round(w * width_multiplier))) for w in _STAGE_WIDTHS]
     self.feature_dim = 4 * widths[-1]
-    self.stem = _conv(widths[0], 7, 2, name='stem')
+    self.stem = _conv(self.fast_ops, widths[0], 7, 2, name='stem')
     blocks = []
     for s, (width, n) in enumerate(zip(widths, blocks_per_stage)):
       for b in range(n):
         strides = 2 if (b == 0 and s > 0) else 1
         blocks.append(BottleneckV2(width, strides=strides, **bn,
+                                   fast_ops=self.fast_ops,
                                    name=f'stage{s + 1}_block{b + 1}'))
     layers.set_layer_list(self, 'block', blocks)
 

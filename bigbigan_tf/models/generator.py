@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from bigbigan_tf.models import layers
+from bigbigan_tf.models.fast_ops import FastOps
 
 # BigGAN's channel multipliers per output resolution: (input width of each
 # block, output width of each block), in units of ch. Blocks double the
@@ -48,16 +49,15 @@ class Generator(layers.BlockStack, keras.Model):
   makes the 4x4 map, each other conditions one block's two batch norms. With
   `embed_dim` > 0 a learned constant vector (the single class embedding an
   unconditional BigGAN keeps; the official weights' port feeds one) is joined
-  to every chunk. `fused_resampling` computes the upsampling convolutions
-  of each block whose input is at least `fused_min_size` pixels wide at the
-  lower resolution (layers.GBlock): the same function with fewer FLOPs.
+  to every chunk. `fast_ops` picks how convolutions and batch norms are
+  computed (fast_ops.py; the same function either way).
   """
 
   def __init__(self, *, resolution: int, z_dim: int, ch: int,
                attention_resolution: int = 0, embed_dim: int = 0,
                bn_epsilon: float = 1e-5, bn_momentum: float = 0.99,
-               fused_resampling: bool = True, fused_min_size: int = 1,
-               name: str = 'generator', **kwargs):
+               fast_ops: FastOps = FastOps(), name: str = 'generator',
+               **kwargs):
     super().__init__(name=name, **kwargs)
     if resolution not in G_ARCH:
       raise ValueError(f'Generator resolution {resolution} is not one of '
@@ -66,6 +66,7 @@ class Generator(layers.BlockStack, keras.Model):
     self.resolution = resolution
     self.z_dim = z_dim
     self.embed_dim = embed_dim
+    self.fast_ops = fast_ops
     self.chunk_sizes = z_chunk_sizes(z_dim, len(out_mult))
     self.base_channels = in_mult[0] * ch
     self.linear = layers.SNDense(4 * 4 * self.base_channels, name='linear')
@@ -74,15 +75,16 @@ class Generator(layers.BlockStack, keras.Model):
                                         block_resolutions(resolution))):
       blocks.append(layers.GBlock(
           mult * ch, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum,
-          fused_resampling=fused_resampling, fused_min_size=fused_min_size,
-          name=f'block{i}'))
+          fast_ops=fast_ops, name=f'block{i}'))
       if res == attention_resolution:
         self.attention_after = i
-        self.attention_layer = layers.SelfAttention(name=f'attention{res}')
+        self.attention_layer = layers.SelfAttention(fast_ops=fast_ops,
+                                                    name=f'attention{res}')
     layers.set_layer_list(self, 'block', blocks)
     self.out_bn = layers.batch_norm(epsilon=bn_epsilon, momentum=bn_momentum,
-                                    affine=True, name='out_bn')
-    self.out_conv = layers.SNConv2D(3, 3, name='out_conv')
+                                    affine=True, fast_ops=fast_ops,
+                                    name='out_bn')
+    self.out_conv = layers.SNConv2D(3, 3, fast_ops=fast_ops, name='out_conv')
     self.embedding = None
     if embed_dim:
       self.embedding = self.add_weight(

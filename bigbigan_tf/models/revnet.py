@@ -25,12 +25,13 @@ from keras import ops
 
 from bigbigan_tf.models import encoder as encoder_lib
 from bigbigan_tf.models import layers
+from bigbigan_tf.models.fast_ops import FastOps
 
 
-def _conv(filters, kernel_size, strides=1, name=None):
-  return layers.Conv2D(filters, kernel_size, strides=strides,
-                       padding='same', use_bias=False,
-                       kernel_initializer='he_normal', name=name)
+def _conv(fast_ops: FastOps, filters, kernel_size, strides=1, name=None):
+  return fast_ops.conv2d(filters, kernel_size, strides=strides,
+                         padding='same', use_bias=False,
+                         kernel_initializer='he_normal', name=name)
 
 
 class RevBlock(keras.layers.Layer):
@@ -41,19 +42,20 @@ class RevBlock(keras.layers.Layer):
   """
 
   def __init__(self, channels: int, *, bn_epsilon: float, bn_momentum: float,
-               **kwargs):
+               fast_ops: FastOps = FastOps(), **kwargs):
     super().__init__(**kwargs)
     if channels % 8:
       raise ValueError(f'RevBlock channels must be a multiple of 8, got '
                        f'{channels}; change model.encoder.width_multiplier.')
     self.channels = channels
-    bn = dict(epsilon=bn_epsilon, momentum=bn_momentum, affine=True)
+    bn = dict(epsilon=bn_epsilon, momentum=bn_momentum, affine=True,
+              fast_ops=fast_ops)
     self.bn1 = layers.batch_norm(**bn, name='bn1')
     self.bn2 = layers.batch_norm(**bn, name='bn2')
     self.bn3 = layers.batch_norm(**bn, name='bn3')
-    self.conv1 = _conv(channels // 8, 1, name='conv1')
-    self.conv2 = _conv(channels // 8, 3, name='conv2')
-    self.conv3 = _conv(channels // 2, 1, name='conv3')
+    self.conv1 = _conv(fast_ops, channels // 8, 1, name='conv1')
+    self.conv2 = _conv(fast_ops, channels // 8, 3, name='conv2')
+    self.conv3 = _conv(fast_ops, channels // 2, 1, name='conv3')
 
   def residual(self, x2, training=False, batch_stats_only: bool = False):
     """F(x2): [B, H, W, C/2] -> [B, H, W, C/2].
@@ -158,10 +160,10 @@ class RevNetEncoder(encoder_lib.Encoder):
                    width_multiplier: float, bn: dict) -> None:
     # A multiple of 8 so both halves split into bottlenecks of C/8.
     base = max(8, 8 * int(round(32 * width_multiplier)))
-    self.stem = _conv(base, 7, 2, name='stem')
+    self.stem = _conv(self.fast_ops, base, 7, 2, name='stem')
     stages = []
     for s, n in enumerate(blocks_per_stage):
-      stages.append([RevBlock(base * 2**s, **bn,
+      stages.append([RevBlock(base * 2**s, **bn, fast_ops=self.fast_ops,
                               name=f'stage{s + 1}_block{b + 1}')
                      for b in range(n)])
     self.stage_sizes = [len(st) for st in stages]
