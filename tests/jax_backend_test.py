@@ -46,6 +46,26 @@ grads = jax.jit(jax.grad(loss_fn))(
 norms = [float(jax.numpy.linalg.norm(g)) for g in grads]
 assert len(norms) == len(d.trainable_variables) and all(np.isfinite(norms))
 assert sum(n > 0 for n in norms) > len(norms) // 2, norms
+# A RevNet encoder builds and differentiates too (plain autodiff on JAX).
+from bigbigan_tf.models import revnet
+rev = revnet.RevNetEncoder(z_dim=config.model.z_dim, blocks_per_stage=(2, 1),
+                           width_multiplier=0.0625, head_depth=1,
+                           head_width=16)
+for training in (True, False):
+  enc = rev(x_e, training=training, noise=z)
+  assert enc['bn_crelu_feat'].shape == (3, 2 * enc['avepool_feat'].shape[1])
+def rev_loss(trainable, non_trainable, x, z):
+  out, _ = rev.stateless_call(trainable, non_trainable, x, training=True,
+                              noise=z)
+  return jax.numpy.sum(out['z_sample'] ** 2)
+rev_grads = jax.jit(jax.grad(rev_loss))(
+    [v.value for v in rev.trainable_variables],
+    [v.value for v in rev.non_trainable_variables], x_e, z)
+rev_norms = [float(jax.numpy.linalg.norm(g)) for g in rev_grads]
+assert len(rev_norms) == len(rev.trainable_variables)
+assert all(np.isfinite(rev_norms)), rev_norms
+assert sum(n > 0 for n in rev_norms) > len(rev_norms) // 2, rev_norms
+print('JAX RevNet OK', len(rev_norms))
 print('JAX OK', len(norms))
 """
 
@@ -58,6 +78,7 @@ class JaxBackendTest(tf.test.TestCase):
     out = subprocess.run([sys.executable, '-c', _SCRIPT % {'repo': REPO}],
                          capture_output=True, text=True, timeout=600, env=env)
     self.assertEqual(out.returncode, 0, out.stderr[-4000:])
+    self.assertIn('JAX RevNet OK', out.stdout)
     self.assertIn('JAX OK', out.stdout)
 
 

@@ -54,6 +54,46 @@ class ReversibleGradientTest(tf.test.TestCase):
       scale = max(float(np.max(np.abs(r))), 1e-3)
       self.assertAllClose(g / scale, r / scale, atol=1e-4, msg=w.path)
 
+  def test_compiled_step_equals_autodiff_and_updates_stats_once(self):
+    # In a tf.function the backward is the graph of the custom gradient (the
+    # path training uses); BN's moving statistics must move once per step,
+    # not again when the backward recomputes the blocks.
+    e = _tiny_encoder()
+    x = _x(4, 64, seed=3)
+    noise = np.random.default_rng(4).standard_normal((4, 8)).astype(
+        np.float32)
+    stats = [v.numpy() for v in e.non_trainable_weights]
+
+    def step_fn(reversible):
+      @tf.function
+      def step():
+        e.reversible_grad = reversible
+        with tf.GradientTape() as tape:
+          out = e(x, training=True, noise=noise)
+          loss = tf.reduce_sum(out['z_sample'] * out['z_mean'])
+        return tape.gradient(loss, e.trainable_weights)
+      return step
+
+    results = {}
+    for reversible in (True, False):
+      for v, s in zip(e.non_trainable_weights, stats):
+        v.assign(s)
+      g = step_fn(reversible)()
+      results[reversible] = (g, [v.numpy() for v in e.non_trainable_weights])
+    (got, got_stats), (want, want_stats) = results[True], results[False]
+    for w, g, r in zip(e.trainable_weights, got, want):
+      self.assertIsNotNone(g, w.path)
+      scale = max(float(np.max(np.abs(r))), 1e-3)
+      self.assertAllClose(g / scale, r / scale, atol=1e-4, msg=w.path)
+    block_stats = [i for i, v in enumerate(e.non_trainable_weights)
+                   if 'stage' in v.path]
+    self.assertNotEmpty(block_stats)
+    for i in block_stats:
+      path = e.non_trainable_weights[i].path
+      self.assertGreater(float(np.max(np.abs(want_stats[i] - stats[i]))),
+                         1e-6, path)
+      self.assertAllClose(got_stats[i], want_stats[i], atol=1e-6, msg=path)
+
   def test_inverse_reconstructs_inputs(self):
     block = revnet.RevBlock(32, bn_epsilon=1e-5, bn_momentum=0.99)
     x = tf.constant(np.random.default_rng(2).standard_normal(

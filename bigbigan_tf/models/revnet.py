@@ -106,9 +106,17 @@ def _pool_and_double_channels(h):
 def _reversible_stage(blocks, x):
   """Runs `blocks` on x with a gradient that recomputes their inputs.
 
-  Only the stage output is kept for the backward pass; each block's input is
-  rebuilt from its output (`RevBlock.inverse`) and F is re-run under a tape.
-  Training mode only (batch statistics, as the forward pass used).
+  Only the stage output is kept for the backward pass. The backward walks
+  the blocks from the last: from a block's output y = (y1, y2) it runs F(y1)
+  once under a tape, which gives both the block's input x = (y2 - F(y1), y1)
+  and, with the output gradient (dy1, dy2), its gradients: dx1 = dy2,
+  dx2 = dy1 + dF/dy1^T dy2, dW = dF/dW^T dy2. Each block's recomputation is
+  made to wait for the gradient coming from the block above, so in a graph
+  only one block's recomputed activations are live at a time (without that
+  the executor may run the whole inversion chain, which needs no gradient,
+  at once and hold every block's input until its gradient arrives).
+  F is recomputed with batch statistics and no moving-average update
+  (`RevBlock.residual(batch_stats_only=True)`); training mode only.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
@@ -122,20 +130,21 @@ def _reversible_stage(blocks, x):
       grads = {}
       y_cur = tf.stop_gradient(y)
       for block in reversed(blocks):
-        x_cur = tf.stop_gradient(block.inverse(y_cur))
-        with tf.GradientTape() as tape:
-          tape.watch(x_cur)
-          c = block.channels // 2
-          x1, x2 = x_cur[..., :c], x_cur[..., c:]
-          y_re = tf.concat(
-              [x2, x1 + block.residual(x2, batch_stats_only=True)], axis=-1)
+        c = block.channels // 2
+        with tf.control_dependencies([dy]):
+          y_cur = tf.identity(y_cur)
+        y1, y2 = y_cur[..., :c], y_cur[..., c:]
         block_vars = [w.value if hasattr(w, 'value') else w
                       for w in block.trainable_weights]
-        g = tape.gradient(y_re, [x_cur] + block_vars, output_gradients=dy)
-        dy = g[0]
+        with tf.GradientTape() as tape:
+          tape.watch(y1)
+          f = block.residual(y1, batch_stats_only=True)
+        dy1, dy2 = dy[..., :c], dy[..., c:]
+        g = tape.gradient(f, [y1] + block_vars, output_gradients=dy2)
         for v, gv in zip(block_vars, g[1:]):
           grads[v.ref()] = gv
-        y_cur = x_cur
+        dy = tf.concat([dy2, dy1 + g[0]], axis=-1)
+        y_cur = tf.concat([tf.stop_gradient(y2 - f), y1], axis=-1)
       var_grads = [grads.get(v.ref()) for v in (variables or [])]
       return dy, var_grads
 
