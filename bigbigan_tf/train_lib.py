@@ -50,6 +50,16 @@ def _ema_decay(config, step: tf.Tensor) -> tf.Tensor:
                   tf.constant(config.train.ema_decay, tf.float32), 0.0)
 
 
+def _dense(grads):
+  """Gradients as dense tensors (None, for a variable that got none, kept)."""
+  return [None if g is None else tf.convert_to_tensor(g) for g in grads]
+
+
+def _add(a, b):
+  """a + b, where None (no gradient) counts as zero."""
+  return b if a is None else a if b is None else a + b
+
+
 class Trainer:
   """Builds the compiled training loop for a TrainState under a strategy."""
 
@@ -66,6 +76,16 @@ class Trainer:
     self._d_then_eg_step = tf.function(self._d_then_eg_step_fn,
                                        jit_compile=jit, autograph=False)
     self.train_loop = tf.function(self._train_loop)
+    # Fusing the last D step with the E/G step keeps E's and G's forward
+    # activations taped through D's update; with k micro-batches it would
+    # keep all k alive, which is what accumulation is there to avoid.
+    self._fuse_d_and_eg = self.config.optim.eg_reuses_d_forward
+    if self._fuse_d_and_eg and self.config.optim.grad_accum_steps > 1:
+      self._fuse_d_and_eg = False
+      logging.info('optim.eg_reuses_d_forward is skipped with '
+                   'optim.grad_accum_steps = %d: the E/G step recomputes E(x) '
+                   'and G(z) one micro-batch at a time.',
+                   self.config.optim.grad_accum_steps)
 
   def _scores(self, x, z_hat, x_fake, z):
     """D on real pairs (x, E(x)) and fake pairs (G(z), z) in one call.
@@ -96,18 +116,75 @@ class Trainer:
       out[f'{prefix}fake_{head}'] = tf.reduce_sum(fake[head]) / batch
     return out
 
-  def _d_update(self, x, z_hat, x_fake, z):
-    """One D step on real pairs (x, z_hat) and fake pairs (x_fake, z)."""
+  def _micro_batches(self, *tensors):
+    """Splits per-replica tensors into `optim.grad_accum_steps` slices.
+
+    Returns a list of k tuples; k = 1 returns the tensors themselves.
+    """
+    k = self.config.optim.grad_accum_steps
+    if k == 1:
+      return [tensors]
+    return list(zip(*(tf.split(t, k, axis=0) for t in tensors)))
+
+  def _accumulate(self, micro_batches, grads_fn):
+    """Sums `grads_fn`'s gradients and metrics over the micro-batches.
+
+    The micro-batches run one after another: each one's inputs wait for the
+    previous one's gradients, so only one micro-batch's activations are alive
+    at a time (tf.function would otherwise be free to run them side by side).
+    A static Python loop, not tf.range: the replica function may hold
+    cross-replica batch-norm all-reduces, which a nested while loop cannot
+    hold under MirroredStrategy; tracing time grows with k.
+
+    Args:
+      micro_batches: a list of tuples of tensors (`_micro_batches`).
+      grads_fn: (*micro_batch) -> (list of gradients, {name: scalar}).
+
+    Returns:
+      (summed gradients, summed metrics).
+    """
+    total_grads, total_metrics = None, None
+    for micro in micro_batches:
+      if total_grads is not None:
+        with tf.control_dependencies(
+            [g for g in total_grads if g is not None]):
+          micro = [tf.identity(t) for t in micro]
+      grads, metrics = grads_fn(*micro)
+      if total_grads is None:
+        total_grads, total_metrics = list(grads), dict(metrics)
+      else:
+        total_grads = [_add(a, b) for a, b in zip(total_grads, grads)]
+        total_metrics = {k: v + metrics[k] for k, v in total_metrics.items()}
+    return total_grads, total_metrics
+
+  def _d_grads(self, x, z_hat, x_fake, z):
+    """D's gradients and metrics on real pairs (x, z_hat), fake (x_fake, z).
+
+    Losses and score means are divided by the global batch, so the sums
+    over micro-batches (and replicas) are the full batch's.
+    """
     s, gb = self.state, self.config.batch_size
     with tf.GradientTape() as tape:
       real, fake = self._scores(x, tf.stop_gradient(z_hat),
                                 tf.stop_gradient(x_fake), z)
       loss, per_head = losses.discriminator_loss(real, fake,
                                                  global_batch_size=gb)
-    grads = tape.gradient(loss, s.d_vars)
+    grads = _dense(tape.gradient(loss, s.d_vars))
+    return grads, {'d_loss': loss, **per_head,
+                   **self._score_means('d/', real, fake, gb)}
+
+  def _d_update(self, x, z_hat, x_fake, z):
+    """One D step on real pairs (x, z_hat) and fake pairs (x_fake, z).
+
+    With `optim.grad_accum_steps` = k the pairs are cut into k slices whose
+    gradients are summed before the one update: D has no batch norm, so
+    this equals the update on the whole batch.
+    """
+    s = self.state
+    grads, metrics = self._accumulate(
+        self._micro_batches(x, z_hat, x_fake, z), self._d_grads)
     s.d_opt.apply_gradients(zip(grads, s.d_vars))
-    return {'d_loss': loss, **per_head,
-            **self._score_means('d/', real, fake, gb)}
+    return metrics
 
   def _eg_losses(self, x, z_hat, x_fake, z):
     """E/G losses; call under a tape that recorded z_hat = E(x), G(z)."""
@@ -120,18 +197,35 @@ class Trainer:
     fake = d(x_fake, z, training=True)
     loss, per_head = losses.encoder_generator_loss(real, fake,
                                                    global_batch_size=gb)
-    ortho = losses.orthogonal_regularization(
-        s.g_vars, weight=self.config.optim.g_ortho_reg)
-    # Replicas' gradients are summed: share the regulariser among them.
-    g_loss = loss + ortho / self.strategy.num_replicas_in_sync
-    return loss, g_loss, {'eg_loss': loss, 'g_ortho_reg': ortho, **per_head}
+    return loss, {'eg_loss': loss, **per_head}
 
-  def _eg_apply(self, tape, loss, g_loss):
+  def _ortho(self):
+    """G's orthogonal regulariser, this replica's share (once per update)."""
+    ortho = losses.orthogonal_regularization(
+        self.state.g_vars, weight=self.config.optim.g_ortho_reg)
+    # Replicas' gradients are summed: share the regulariser among them.
+    return ortho, ortho / self.strategy.num_replicas_in_sync
+
+  def _eg_grads(self, x_e, x, z, noise):
+    """E's and G's gradients of the E/G loss on one micro-batch."""
     s = self.state
-    g_grads = tape.gradient(g_loss, s.g_vars)
-    e_grads = tape.gradient(loss, s.e_vars)
+    with tf.GradientTape() as tape:
+      z_hat, x_fake = self._forward(x_e, z, noise)
+      loss, metrics = self._eg_losses(x, z_hat, x_fake, z)
+    grads = _dense(tape.gradient(loss, s.g_vars + s.e_vars))
+    return grads, metrics
+
+  def _eg_apply(self, g_grads, e_grads):
+    """Adds the orthogonal regulariser's gradient to G's; applies both."""
+    s = self.state
+    with tf.GradientTape() as tape:
+      ortho, share = self._ortho()
+    if self.config.optim.g_ortho_reg:
+      g_grads = [_add(g, r) for g, r in zip(
+          g_grads, _dense(tape.gradient(share, s.g_vars)))]
     s.g_opt.apply_gradients(zip(g_grads, s.g_vars))
     s.e_opt.apply_gradients(zip(e_grads, s.e_vars))
+    return ortho
 
   def _forward(self, x_e, z, noise):
     s = self.state
@@ -140,17 +234,25 @@ class Trainer:
 
   def _d_step_fn(self, batch):
     x_e, x, z, noise = self._inputs(batch)
-    z_hat, x_fake = self._forward(x_e, z, noise)
-    return self._d_update(x, z_hat, x_fake, z)
+
+    def grads_fn(x_e, x, z, noise):
+      z_hat, x_fake = self._forward(x_e, z, noise)
+      return self._d_grads(x, z_hat, x_fake, z)
+
+    s = self.state
+    grads, metrics = self._accumulate(
+        self._micro_batches(x_e, x, z, noise), grads_fn)
+    s.d_opt.apply_gradients(zip(grads, s.d_vars))
+    return metrics
 
   def _eg_step_fn(self, batch):
+    """One E/G update; its gradients summed over the micro-batches."""
     x_e, x, z, noise = self._inputs(batch)
-    with tf.GradientTape(persistent=True) as tape:
-      z_hat, x_fake = self._forward(x_e, z, noise)
-      loss, g_loss, metrics = self._eg_losses(x, z_hat, x_fake, z)
-    self._eg_apply(tape, loss, g_loss)
-    del tape
-    return metrics
+    grads, metrics = self._accumulate(
+        self._micro_batches(x_e, x, z, noise), self._eg_grads)
+    n_g = len(self.state.g_vars)
+    ortho = self._eg_apply(grads[:n_g], grads[n_g:])
+    return {**metrics, 'g_ortho_reg': ortho}
 
   def _d_then_eg_step_fn(self, batch):
     """The last D step, then the E/G step on the same E(x) and G(z).
@@ -161,17 +263,20 @@ class Trainer:
     update runs in between with recording paused. D's second pair of calls
     reads D's updated weights (tf.function orders reads after the update).
     Equal to a D step followed by an E/G step drawing the same z and noise;
-    saves one forward pass of E and of G per iteration.
+    saves one forward pass of E and of G per iteration. Only used with
+    `optim.grad_accum_steps` = 1 (see `Trainer.__init__`).
     """
+    s = self.state
     x_e, x, z, noise = self._inputs(batch)
-    with tf.GradientTape(persistent=True) as tape:
+    with tf.GradientTape() as tape:
       z_hat, x_fake = self._forward(x_e, z, noise)
       with tape.stop_recording():
         d_metrics = self._d_update(x, z_hat, x_fake, z)
-      loss, g_loss, metrics = self._eg_losses(x, z_hat, x_fake, z)
-    self._eg_apply(tape, loss, g_loss)
-    del tape
-    return {**d_metrics, **metrics}
+      loss, metrics = self._eg_losses(x, z_hat, x_fake, z)
+    grads = _dense(tape.gradient(loss, s.g_vars + s.e_vars))
+    n_g = len(s.g_vars)
+    ortho = self._eg_apply(grads[:n_g], grads[n_g:])
+    return {**d_metrics, **metrics, 'g_ortho_reg': ortho}
 
   def _reduce(self, per_replica):
     return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
@@ -181,7 +286,7 @@ class Trainer:
     """disc_iters D steps, one E/G step (on the last D batch), EMA update."""
     s = self.state
     d_iters = self.config.optim.disc_iters
-    if self.config.optim.eg_reuses_d_forward:
+    if self._fuse_d_and_eg:
       for _ in range(d_iters - 1):
         self._reduce(self.strategy.run(self._d_step, (next(iterator),)))
       metrics = self._reduce(
