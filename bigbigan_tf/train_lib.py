@@ -12,6 +12,7 @@ The workdir layout, the checkpointed `TrainState` and `restore` live in
 
 import os
 import signal
+import threading
 import time
 from typing import Any, Optional
 
@@ -76,6 +77,14 @@ class Trainer:
     self._d_then_eg_step = tf.function(self._d_then_eg_step_fn,
                                        jit_compile=jit, autograph=False)
     self.train_loop = tf.function(self._train_loop)
+    # Read by the loop before every iteration (`_StopSignal`), and counted up
+    # by it so the main thread can see progress inside a call. On the host,
+    # outside any strategy scope: build the Trainer outside strategy.scope().
+    with tf.init_scope(), tf.device('CPU:0'):
+      self.stop_requested = tf.Variable(False, trainable=False,
+                                        name='stop_requested')
+      self.steps_in_call = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                       name='steps_in_call')
     # Fusing the last D step with the E/G step keeps E's and G's forward
     # activations taped through D's update; with k micro-batches it would
     # keep all k alive, which is what accumulation is there to avoid.
@@ -305,17 +314,53 @@ class Trainer:
     metrics['g_ortho_reg'] /= self.strategy.num_replicas_in_sync
     return metrics
 
+  def _stop_now(self):
+    """Whether a stop was requested; under multi-worker, by any worker.
+
+    Workers must leave the loop at the same step (a collective would wait
+    forever for one that left), so there the flags are summed across them.
+    """
+    flag = tf.cast(self.stop_requested, tf.float32)
+    if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      flag = self.strategy.reduce(
+          tf.distribute.ReduceOp.SUM,
+          self.strategy.run(lambda: tf.cast(self.stop_requested, tf.float32)),
+          axis=None)
+    return flag > 0
+
   def _train_loop(self, iterator, num_steps):
-    """Runs `num_steps` iterations; returns metrics averaged over them."""
+    """Runs up to `num_steps` iterations; stops early on `stop_requested`.
+
+    Returns the metrics averaged over the iterations run, plus 'steps_run'
+    (int32) and 'stopped' (bool: the loop ended on a stop request).
+    """
     totals = {k: tf.constant(0.0) for k in metric_names()}
+    done = tf.constant(0)
+    stopped = tf.constant(False)
     for _ in tf.range(num_steps):
+      stopped = self._stop_now()
+      if stopped:
+        break
       metrics = self._iteration(iterator)
       totals = {k: totals[k] + metrics[k] for k in totals}
-    return {k: v / tf.cast(num_steps, tf.float32) for k, v in totals.items()}
+      done += 1
+      self.steps_in_call.assign_add(1)
+    out = {k: v / tf.cast(tf.maximum(done, 1), tf.float32)
+           for k, v in totals.items()}
+    return {**out, 'steps_run': done, 'stopped': stopped}
 
 
 class _StopSignal:
-  """Turns SIGTERM / SIGINT into a flag checked between loop calls."""
+  """Turns SIGTERM / SIGINT into a stop request the compiled loop reads.
+
+  Python runs signal handlers in the main thread only, between bytecodes:
+  never while that thread is inside a tf.function call. So `call` runs the
+  loop call in a worker thread and waits for it in short, interruptible
+  waits; on a signal it sets the trainer's `stop_requested` variable, which
+  the loop checks before each iteration (it ends after the current step).
+  """
+
+  POLL_S = 0.2
 
   def __init__(self):
     self.received = None
@@ -331,11 +376,66 @@ class _StopSignal:
 
   def _handle(self, signum, frame):
     del frame
-    self.received = signal.Signals(signum).name
+    if self.received is None:
+      self.received = signal.Signals(signum).name
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+  def call(self, trainer, iterator, n, *, unsaved_steps, on_first_step=None):
+    """Runs `trainer.train_loop(iterator, n)`; answers signals meanwhile.
+
+    Args:
+      trainer: the Trainer.
+      iterator: the data iterator.
+      n: iterations to run (fewer if a stop is requested).
+      unsaved_steps: steps done since the last checkpoint before this call.
+      on_first_step: called (in the main thread) once the call has finished
+        its first iteration, with the seconds since the call began.
+
+    Returns:
+      The loop's outputs as Python values, or None when a signal arrived and
+      no step was done since the last checkpoint (e.g. the loop was still
+      being traced or compiled): nothing new to save, so the call is left
+      running in its (daemon) thread and the caller must exit the process.
+    """
+    if self.received is not None:
+      trainer.stop_requested.assign(True)
+    trainer.steps_in_call.assign(0)
+    policy = keras.config.dtype_policy()
+    result = {}
+
+    def run():
+      # Keras keeps its global state per thread.
+      keras.config.set_dtype_policy(policy)
+      try:
+        out = trainer.train_loop(iterator, tf.constant(n, tf.int32))
+        result['out'] = {k: v.numpy() for k, v in out.items()}
+      except BaseException as e:  # pylint: disable=broad-except
+        result['error'] = e
+
+    thread = threading.Thread(target=run, name='train_loop', daemon=True)
+    start = time.time()
+    thread.start()
+    first_step_seen = False
+    while thread.is_alive():
+      thread.join(self.POLL_S)
+      ran = int(trainer.steps_in_call.numpy())
+      if ran and not first_step_seen:
+        first_step_seen = True
+        if on_first_step is not None:
+          on_first_step(time.time() - start)
+      if self.received is not None and thread.is_alive():
+        if unsaved_steps + ran == 0:
+          return None
+        trainer.stop_requested.assign(True)
+    if 'error' in result:
+      raise result['error']
+    out = result['out']
+    return {k: (int(v) if k == 'steps_run' else
+                bool(v) if k == 'stopped' else float(v))
+            for k, v in out.items()}
 
 
 def _fixed_inputs(config, num: int):
@@ -389,6 +489,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     {'step': final step, 'metrics': the last logged metrics (floats),
      'checkpoint': path of the last checkpoint, 'stopped_by': signal or None,
+     'abandoned_loop_call': True when a signal came before any step since the
+     last checkpoint (e.g. during tracing): the loop call still runs in a
+     daemon thread and the process should exit at once (train.py does),
      'state': the TrainState}.
 
   Raises:
@@ -477,6 +580,12 @@ def _train(config, workdir, strategy, resolution):
   start_step, start_time = step, time.time()
   last_log_time, last_log_step = start_time, step
   collapse = monitoring.CollapseDetector()
+  saved_step, first_call, abandoned = step, True, False
+
+  def _log_compiled(seconds):
+    logging.info('The training loop is compiled and running: first step '
+                 'done %.1f s after the first call.', seconds)
+
   with _StopSignal() as stop:
     while step < total:
       boundaries = [total, step + t.steps_per_loop]
@@ -484,18 +593,35 @@ def _train(config, workdir, strategy, resolution):
         if every:
           boundaries.append((step // every + 1) * every)
       n = min(boundaries) - step
-      out = trainer.train_loop(iterator, tf.constant(n, tf.int32))
-      step += n
-      out = {k: float(v) for k, v in out.items()}
-      bad = {k: v for k, v in out.items() if not np.isfinite(v)}
+      if first_call:
+        logging.info('Training from step %d: tracing and compiling the '
+                     'loop.', step)
+      out = stop.call(trainer, iterator, n,
+                      unsaved_steps=step - saved_step,
+                      on_first_step=_log_compiled if first_call else None)
+      first_call = False
+      if out is None:  # a signal, and nothing new since the last checkpoint
+        stopped_by, abandoned = stop.received, True
+        logging.warning('Received %s with no step done since %s: nothing '
+                        'new to save; exiting. Re-run the same command to '
+                        'resume.', stopped_by, manager.latest_checkpoint)
+        break
+      steps_run = out.pop('steps_run')
+      # Under multi-worker, another worker's signal stops this one too.
+      loop_stopped = out.pop('stopped')
+      step += steps_run
+      bad = {k: v for k, v in out.items()
+             if steps_run and not np.isfinite(v)}
       if bad:
         raise NonFiniteLossError(
             f'Non-finite loss at step {step}: ' + ', '.join(
                 f'{k} = {v}' for k, v in sorted(bad.items())) +
             f'. The last good checkpoint, {manager.latest_checkpoint}, is '
             'kept; lower the learning rates or use float32, then resume.')
-      metrics = out
-      if step % t.log_every == 0 or step == total:
+      if steps_run:
+        metrics = out
+      if steps_run and (step % t.log_every == 0 or step == total
+                        or loop_stopped):
         now = time.time()
         ips = (step - last_log_step) * config.batch_size / max(
             now - last_log_time, 1e-9)
@@ -523,9 +649,10 @@ def _train(config, workdir, strategy, resolution):
         writer.flush()
         last_log_time, last_log_step = now, step
       grid_now = (t.grid_every and step % t.grid_every == 0) or step == total
-      # Read the flag once: a signal arriving after this point is handled
-      # after the next loop call, never between the decision and the save.
-      stopping = stop.received
+      # Read the flag once: a signal arriving after this point stops the
+      # next loop call before its first step, never between the decision
+      # and the save.
+      stopping = stop.received or ('SIGTERM' if loop_stopped else None)
       save_now = (step % t.checkpoint_every == 0 or step == total
                   or stopping is not None)
       if grid_now or save_now:
@@ -533,8 +660,9 @@ def _train(config, workdir, strategy, resolution):
         state.e_ema.copy_state()
       if grid_now:
         write_grids(state, workdir, step, fixed_z, fixed_real, writer)
-      if save_now:
+      if save_now and step != saved_step:
         manager.save(checkpoint_number=step)
+        saved_step = step
       if stopping is not None:
         stopped_by = stopping
         logging.warning('Received %s: saved %s at step %d; re-run the same '
@@ -544,4 +672,4 @@ def _train(config, workdir, strategy, resolution):
   writer.flush()
   return {'step': step, 'metrics': metrics,
           'checkpoint': manager.latest_checkpoint, 'stopped_by': stopped_by,
-          'state': state}
+          'abandoned_loop_call': abandoned, 'state': state}
