@@ -112,7 +112,16 @@ def main(argv):
   logging.info('Finished at step %d; checkpoint %s.', result['step'],
                result['checkpoint'])
   if result['stopped_by']:
-    sys.exit(128 + {'SIGTERM': 15, 'SIGINT': 2}[result['stopped_by']])
+    code = 128 + {'SIGTERM': 15, 'SIGINT': 2}[result['stopped_by']]
+    if result.get('abandoned_loop_call'):
+      # The loop call (e.g. still tracing) runs on in a daemon thread, and
+      # the interpreter's normal shutdown would wait on it or crash in it.
+      # No checkpoint write is in progress: leave at once.
+      logging.flush()
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(code)  # pylint: disable=protected-access
+    sys.exit(code)
 
 
 if __name__ == '__main__':

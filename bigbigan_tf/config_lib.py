@@ -121,6 +121,15 @@ def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
     _check(o[field] > 0, 'optim.' + field, o[field], 'it must be > 0')
   _check(isinstance(o.disc_iters, int) and o.disc_iters >= 1,
          'optim.disc_iters', o.disc_iters, 'it must be an integer >= 1')
+  k = o.grad_accum_steps
+  _check(isinstance(k, int) and k >= 1, 'optim.grad_accum_steps', k,
+         'it must be an integer >= 1 (1 = no accumulation)')
+  _check(config.batch_size % (k * num_replicas) == 0,
+         'optim.grad_accum_steps', k,
+         f'batch_size={config.batch_size} must be divisible by '
+         f'grad_accum_steps x replicas = {k} x {num_replicas} = '
+         f'{k * num_replicas}, so every replica cuts its share into equal '
+         'micro-batches; change batch_size or grad_accum_steps')
   _check(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, 'optim.beta1/beta2',
          (o.beta1, o.beta2), 'Adam moments must be in [0, 1)')
   t = config.train
@@ -170,6 +179,7 @@ FIELDS_ADDED_LATER = {
     'model.pointwise_strided_max_pixels': 64,
     'model.tapped_filter_grad': True,
     'model.tapped_filter_grad_max_pixels': 64,
+    'optim.grad_accum_steps': 1,
 }
 
 

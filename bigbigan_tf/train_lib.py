@@ -12,6 +12,7 @@ The workdir layout, the checkpointed `TrainState` and `restore` live in
 
 import os
 import signal
+import threading
 import time
 from typing import Any, Optional
 
@@ -51,6 +52,16 @@ def _ema_decay(config, step: tf.Tensor) -> tf.Tensor:
                   tf.constant(config.train.ema_decay, tf.float32), 0.0)
 
 
+def _dense(grads):
+  """Gradients as dense tensors (None, for a variable that got none, kept)."""
+  return [None if g is None else tf.convert_to_tensor(g) for g in grads]
+
+
+def _add(a, b):
+  """a + b, where None (no gradient) counts as zero."""
+  return b if a is None else a if b is None else a + b
+
+
 class Trainer:
   """Builds the compiled training loop for a TrainState under a strategy."""
 
@@ -67,6 +78,24 @@ class Trainer:
     self._d_then_eg_step = tf.function(self._d_then_eg_step_fn,
                                        jit_compile=jit, autograph=False)
     self.train_loop = tf.function(self._train_loop)
+    # Read by the loop before every iteration (`_StopSignal`), and counted up
+    # by it so the main thread can see progress inside a call. On the host,
+    # outside any strategy scope: build the Trainer outside strategy.scope().
+    with tf.init_scope(), tf.device('CPU:0'):
+      self.stop_requested = tf.Variable(False, trainable=False,
+                                        name='stop_requested')
+      self.steps_in_call = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                       name='steps_in_call')
+    # Fusing the last D step with the E/G step keeps E's and G's forward
+    # activations taped through D's update; with k micro-batches it would
+    # keep all k alive, which is what accumulation is there to avoid.
+    self._fuse_d_and_eg = self.config.optim.eg_reuses_d_forward
+    if self._fuse_d_and_eg and self.config.optim.grad_accum_steps > 1:
+      self._fuse_d_and_eg = False
+      logging.info('optim.eg_reuses_d_forward is skipped with '
+                   'optim.grad_accum_steps = %d: the E/G step recomputes E(x) '
+                   'and G(z) one micro-batch at a time.',
+                   self.config.optim.grad_accum_steps)
 
   def _scores(self, x, z_hat, x_fake, z):
     """D on real pairs (x, E(x)) and fake pairs (G(z), z) in one call.
@@ -97,18 +126,75 @@ class Trainer:
       out[f'{prefix}fake_{head}'] = tf.reduce_sum(fake[head]) / batch
     return out
 
-  def _d_update(self, x, z_hat, x_fake, z):
-    """One D step on real pairs (x, z_hat) and fake pairs (x_fake, z)."""
+  def _micro_batches(self, *tensors):
+    """Splits per-replica tensors into `optim.grad_accum_steps` slices.
+
+    Returns a list of k tuples; k = 1 returns the tensors themselves.
+    """
+    k = self.config.optim.grad_accum_steps
+    if k == 1:
+      return [tensors]
+    return list(zip(*(tf.split(t, k, axis=0) for t in tensors)))
+
+  def _accumulate(self, micro_batches, grads_fn):
+    """Sums `grads_fn`'s gradients and metrics over the micro-batches.
+
+    The micro-batches run one after another: each one's inputs wait for the
+    previous one's gradients, so only one micro-batch's activations are alive
+    at a time (tf.function would otherwise be free to run them side by side).
+    A static Python loop, not tf.range: the replica function may hold
+    cross-replica batch-norm all-reduces, which a nested while loop cannot
+    hold under MirroredStrategy; tracing time grows with k.
+
+    Args:
+      micro_batches: a list of tuples of tensors (`_micro_batches`).
+      grads_fn: (*micro_batch) -> (list of gradients, {name: scalar}).
+
+    Returns:
+      (summed gradients, summed metrics).
+    """
+    total_grads, total_metrics = None, None
+    for micro in micro_batches:
+      if total_grads is not None:
+        with tf.control_dependencies(
+            [g for g in total_grads if g is not None]):
+          micro = [tf.identity(t) for t in micro]
+      grads, metrics = grads_fn(*micro)
+      if total_grads is None:
+        total_grads, total_metrics = list(grads), dict(metrics)
+      else:
+        total_grads = [_add(a, b) for a, b in zip(total_grads, grads)]
+        total_metrics = {k: v + metrics[k] for k, v in total_metrics.items()}
+    return total_grads, total_metrics
+
+  def _d_grads(self, x, z_hat, x_fake, z):
+    """D's gradients and metrics on real pairs (x, z_hat), fake (x_fake, z).
+
+    Losses and score means are divided by the global batch, so the sums
+    over micro-batches (and replicas) are the full batch's.
+    """
     s, gb = self.state, self.config.batch_size
     with tf.GradientTape() as tape:
       real, fake = self._scores(x, tf.stop_gradient(z_hat),
                                 tf.stop_gradient(x_fake), z)
       loss, per_head = losses.discriminator_loss(real, fake,
                                                  global_batch_size=gb)
-    grads = tape.gradient(loss, s.d_vars)
+    grads = _dense(tape.gradient(loss, s.d_vars))
+    return grads, {'d_loss': loss, **per_head,
+                   **self._score_means('d/', real, fake, gb)}
+
+  def _d_update(self, x, z_hat, x_fake, z):
+    """One D step on real pairs (x, z_hat) and fake pairs (x_fake, z).
+
+    With `optim.grad_accum_steps` = k the pairs are cut into k slices whose
+    gradients are summed before the one update: D has no batch norm, so
+    this equals the update on the whole batch.
+    """
+    s = self.state
+    grads, metrics = self._accumulate(
+        self._micro_batches(x, z_hat, x_fake, z), self._d_grads)
     s.d_opt.apply_gradients(zip(grads, s.d_vars))
-    return {'d_loss': loss, **per_head,
-            **self._score_means('d/', real, fake, gb)}
+    return metrics
 
   def _eg_losses(self, x, z_hat, x_fake, z):
     """E/G losses; call under a tape that recorded z_hat = E(x), G(z)."""
@@ -121,18 +207,35 @@ class Trainer:
     fake = d(x_fake, z, training=True)
     loss, per_head = losses.encoder_generator_loss(real, fake,
                                                    global_batch_size=gb)
-    ortho = losses.orthogonal_regularization(
-        s.g_vars, weight=self.config.optim.g_ortho_reg)
-    # Replicas' gradients are summed: share the regulariser among them.
-    g_loss = loss + ortho / self.strategy.num_replicas_in_sync
-    return loss, g_loss, {'eg_loss': loss, 'g_ortho_reg': ortho, **per_head}
+    return loss, {'eg_loss': loss, **per_head}
 
-  def _eg_apply(self, tape, loss, g_loss):
+  def _ortho(self):
+    """G's orthogonal regulariser, this replica's share (once per update)."""
+    ortho = losses.orthogonal_regularization(
+        self.state.g_vars, weight=self.config.optim.g_ortho_reg)
+    # Replicas' gradients are summed: share the regulariser among them.
+    return ortho, ortho / self.strategy.num_replicas_in_sync
+
+  def _eg_grads(self, x_e, x, z, noise):
+    """E's and G's gradients of the E/G loss on one micro-batch."""
     s = self.state
-    g_grads = tape.gradient(g_loss, s.g_vars)
-    e_grads = tape.gradient(loss, s.e_vars)
+    with tf.GradientTape() as tape:
+      z_hat, x_fake = self._forward(x_e, z, noise)
+      loss, metrics = self._eg_losses(x, z_hat, x_fake, z)
+    grads = _dense(tape.gradient(loss, s.g_vars + s.e_vars))
+    return grads, metrics
+
+  def _eg_apply(self, g_grads, e_grads):
+    """Adds the orthogonal regulariser's gradient to G's; applies both."""
+    s = self.state
+    with tf.GradientTape() as tape:
+      ortho, share = self._ortho()
+    if self.config.optim.g_ortho_reg:
+      g_grads = [_add(g, r) for g, r in zip(
+          g_grads, _dense(tape.gradient(share, s.g_vars)))]
     s.g_opt.apply_gradients(zip(g_grads, s.g_vars))
     s.e_opt.apply_gradients(zip(e_grads, s.e_vars))
+    return ortho
 
   def _forward(self, x_e, z, noise):
     s = self.state
@@ -141,17 +244,25 @@ class Trainer:
 
   def _d_step_fn(self, batch):
     x_e, x, z, noise = self._inputs(batch)
-    z_hat, x_fake = self._forward(x_e, z, noise)
-    return self._d_update(x, z_hat, x_fake, z)
+
+    def grads_fn(x_e, x, z, noise):
+      z_hat, x_fake = self._forward(x_e, z, noise)
+      return self._d_grads(x, z_hat, x_fake, z)
+
+    s = self.state
+    grads, metrics = self._accumulate(
+        self._micro_batches(x_e, x, z, noise), grads_fn)
+    s.d_opt.apply_gradients(zip(grads, s.d_vars))
+    return metrics
 
   def _eg_step_fn(self, batch):
+    """One E/G update; its gradients summed over the micro-batches."""
     x_e, x, z, noise = self._inputs(batch)
-    with tf.GradientTape(persistent=True) as tape:
-      z_hat, x_fake = self._forward(x_e, z, noise)
-      loss, g_loss, metrics = self._eg_losses(x, z_hat, x_fake, z)
-    self._eg_apply(tape, loss, g_loss)
-    del tape
-    return metrics
+    grads, metrics = self._accumulate(
+        self._micro_batches(x_e, x, z, noise), self._eg_grads)
+    n_g = len(self.state.g_vars)
+    ortho = self._eg_apply(grads[:n_g], grads[n_g:])
+    return {**metrics, 'g_ortho_reg': ortho}
 
   def _d_then_eg_step_fn(self, batch):
     """The last D step, then the E/G step on the same E(x) and G(z).
@@ -162,17 +273,20 @@ class Trainer:
     update runs in between with recording paused. D's second pair of calls
     reads D's updated weights (tf.function orders reads after the update).
     Equal to a D step followed by an E/G step drawing the same z and noise;
-    saves one forward pass of E and of G per iteration.
+    saves one forward pass of E and of G per iteration. Only used with
+    `optim.grad_accum_steps` = 1 (see `Trainer.__init__`).
     """
+    s = self.state
     x_e, x, z, noise = self._inputs(batch)
-    with tf.GradientTape(persistent=True) as tape:
+    with tf.GradientTape() as tape:
       z_hat, x_fake = self._forward(x_e, z, noise)
       with tape.stop_recording():
         d_metrics = self._d_update(x, z_hat, x_fake, z)
-      loss, g_loss, metrics = self._eg_losses(x, z_hat, x_fake, z)
-    self._eg_apply(tape, loss, g_loss)
-    del tape
-    return {**d_metrics, **metrics}
+      loss, metrics = self._eg_losses(x, z_hat, x_fake, z)
+    grads = _dense(tape.gradient(loss, s.g_vars + s.e_vars))
+    n_g = len(s.g_vars)
+    ortho = self._eg_apply(grads[:n_g], grads[n_g:])
+    return {**d_metrics, **metrics, 'g_ortho_reg': ortho}
 
   def _reduce(self, per_replica):
     return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
@@ -182,7 +296,7 @@ class Trainer:
     """disc_iters D steps, one E/G step (on the last D batch), EMA update."""
     s = self.state
     d_iters = self.config.optim.disc_iters
-    if self.config.optim.eg_reuses_d_forward:
+    if self._fuse_d_and_eg:
       for _ in range(d_iters - 1):
         self._reduce(self.strategy.run(self._d_step, (next(iterator),)))
       metrics = self._reduce(
@@ -201,17 +315,53 @@ class Trainer:
     metrics['g_ortho_reg'] /= self.strategy.num_replicas_in_sync
     return metrics
 
+  def _stop_now(self):
+    """Whether a stop was requested; under multi-worker, by any worker.
+
+    Workers must leave the loop at the same step (a collective would wait
+    forever for one that left), so there the flags are summed across them.
+    """
+    flag = tf.cast(self.stop_requested, tf.float32)
+    if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      flag = self.strategy.reduce(
+          tf.distribute.ReduceOp.SUM,
+          self.strategy.run(lambda: tf.cast(self.stop_requested, tf.float32)),
+          axis=None)
+    return flag > 0
+
   def _train_loop(self, iterator, num_steps):
-    """Runs `num_steps` iterations; returns metrics averaged over them."""
+    """Runs up to `num_steps` iterations; stops early on `stop_requested`.
+
+    Returns the metrics averaged over the iterations run, plus 'steps_run'
+    (int32) and 'stopped' (bool: the loop ended on a stop request).
+    """
     totals = {k: tf.constant(0.0) for k in metric_names()}
+    done = tf.constant(0)
+    stopped = tf.constant(False)
     for _ in tf.range(num_steps):
+      stopped = self._stop_now()
+      if stopped:
+        break
       metrics = self._iteration(iterator)
       totals = {k: totals[k] + metrics[k] for k in totals}
-    return {k: v / tf.cast(num_steps, tf.float32) for k, v in totals.items()}
+      done += 1
+      self.steps_in_call.assign_add(1)
+    out = {k: v / tf.cast(tf.maximum(done, 1), tf.float32)
+           for k, v in totals.items()}
+    return {**out, 'steps_run': done, 'stopped': stopped}
 
 
 class _StopSignal:
-  """Turns SIGTERM / SIGINT into a flag checked between loop calls."""
+  """Turns SIGTERM / SIGINT into a stop request the compiled loop reads.
+
+  Python runs signal handlers in the main thread only, between bytecodes:
+  never while that thread is inside a tf.function call. So `call` runs the
+  loop call in a worker thread and waits for it in short, interruptible
+  waits; on a signal it sets the trainer's `stop_requested` variable, which
+  the loop checks before each iteration (it ends after the current step).
+  """
+
+  POLL_S = 0.2
 
   def __init__(self):
     self.received = None
@@ -227,11 +377,66 @@ class _StopSignal:
 
   def _handle(self, signum, frame):
     del frame
-    self.received = signal.Signals(signum).name
+    if self.received is None:
+      self.received = signal.Signals(signum).name
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
+
+  def call(self, trainer, iterator, n, *, unsaved_steps, on_first_step=None):
+    """Runs `trainer.train_loop(iterator, n)`; answers signals meanwhile.
+
+    Args:
+      trainer: the Trainer.
+      iterator: the data iterator.
+      n: iterations to run (fewer if a stop is requested).
+      unsaved_steps: steps done since the last checkpoint before this call.
+      on_first_step: called (in the main thread) once the call has finished
+        its first iteration, with the seconds since the call began.
+
+    Returns:
+      The loop's outputs as Python values, or None when a signal arrived and
+      no step was done since the last checkpoint (e.g. the loop was still
+      being traced or compiled): nothing new to save, so the call is left
+      running in its (daemon) thread and the caller must exit the process.
+    """
+    if self.received is not None:
+      trainer.stop_requested.assign(True)
+    trainer.steps_in_call.assign(0)
+    policy = keras.config.dtype_policy()
+    result = {}
+
+    def run():
+      # Keras keeps its global state per thread.
+      keras.config.set_dtype_policy(policy)
+      try:
+        out = trainer.train_loop(iterator, tf.constant(n, tf.int32))
+        result['out'] = {k: v.numpy() for k, v in out.items()}
+      except BaseException as e:  # pylint: disable=broad-except
+        result['error'] = e
+
+    thread = threading.Thread(target=run, name='train_loop', daemon=True)
+    start = time.time()
+    thread.start()
+    first_step_seen = False
+    while thread.is_alive():
+      thread.join(self.POLL_S)
+      ran = int(trainer.steps_in_call.numpy())
+      if ran and not first_step_seen:
+        first_step_seen = True
+        if on_first_step is not None:
+          on_first_step(time.time() - start)
+      if self.received is not None and thread.is_alive():
+        if unsaved_steps + ran == 0:
+          return None
+        trainer.stop_requested.assign(True)
+    if 'error' in result:
+      raise result['error']
+    out = result['out']
+    return {k: (int(v) if k == 'steps_run' else
+                bool(v) if k == 'stopped' else float(v))
+            for k, v in out.items()}
 
 
 def _fixed_inputs(config, num: int):
@@ -285,6 +490,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Returns:
     {'step': final step, 'metrics': the last logged metrics (floats),
      'checkpoint': path of the last checkpoint, 'stopped_by': signal or None,
+     'abandoned_loop_call': True when a signal came before any step since the
+     last checkpoint (e.g. during tracing): the loop call still runs in a
+     daemon thread and the process should exit at once (train.py does),
      'state': the TrainState}.
 
   Raises:
@@ -428,6 +636,12 @@ def _train(config, workdir, strategy, resolution):
   start_step, start_time = step, time.time()
   last_log_time, last_log_step = start_time, step
   collapse = monitoring.CollapseDetector()
+  saved_step, first_call, abandoned = step, True, False
+
+  def _log_compiled(seconds):
+    logging.info('The training loop is compiled and running: first step '
+                 'done %.1f s after the first call.', seconds)
+
   with _StopSignal() as stop:
     while step < total:
       boundaries = [total, step + t.steps_per_loop]
@@ -435,18 +649,35 @@ def _train(config, workdir, strategy, resolution):
         if every:
           boundaries.append((step // every + 1) * every)
       n = min(boundaries) - step
-      out = trainer.train_loop(iterator, tf.constant(n, tf.int32))
-      step += n
-      out = {k: float(v) for k, v in out.items()}
-      bad = {k: v for k, v in out.items() if not np.isfinite(v)}
+      if first_call:
+        logging.info('Training from step %d: tracing and compiling the '
+                     'loop.', step)
+      out = stop.call(trainer, iterator, n,
+                      unsaved_steps=step - saved_step,
+                      on_first_step=_log_compiled if first_call else None)
+      first_call = False
+      if out is None:  # a signal, and nothing new since the last checkpoint
+        stopped_by, abandoned = stop.received, True
+        logging.warning('Received %s with no step done since %s: nothing '
+                        'new to save; exiting. Re-run the same command to '
+                        'resume.', stopped_by, last_checkpoint)
+        break
+      steps_run = out.pop('steps_run')
+      # Under multi-worker, another worker's signal stops this one too.
+      loop_stopped = out.pop('stopped')
+      step += steps_run
+      bad = {k: v for k, v in out.items()
+             if steps_run and not np.isfinite(v)}
       if bad:
         raise NonFiniteLossError(
             f'Non-finite loss at step {step}: ' + ', '.join(
                 f'{k} = {v}' for k, v in sorted(bad.items())) +
             f'. The last good checkpoint, {last_checkpoint}, is '
             'kept; lower the learning rates or use float32, then resume.')
-      metrics = out
-      if step % t.log_every == 0 or step == total:
+      if steps_run:
+        metrics = out
+      if steps_run and (step % t.log_every == 0 or step == total
+                        or loop_stopped):
         now = time.time()
         ips = (step - last_log_step) * config.batch_size / max(
             now - last_log_time, 1e-9)
@@ -474,9 +705,10 @@ def _train(config, workdir, strategy, resolution):
         writer.flush()
         last_log_time, last_log_step = now, step
       grid_now = (t.grid_every and step % t.grid_every == 0) or step == total
-      # Read the flag once: a signal arriving after this point is handled
-      # after the next loop call, never between the decision and the save.
-      stopping = stop.received
+      # Read the flag once: a signal arriving after this point stops the
+      # next loop call before its first step, never between the decision
+      # and the save.
+      stopping = stop.received or ('SIGTERM' if loop_stopped else None)
       save_now = (step % t.checkpoint_every == 0 or step == total
                   or stopping is not None)
       if grid_now or save_now:
@@ -484,8 +716,9 @@ def _train(config, workdir, strategy, resolution):
         state.e_ema.copy_state()
       if grid_now and chief:
         write_grids(state, workdir, step, fixed_z, fixed_real, writer)
-      if save_now:
+      if save_now and step != saved_step:
         last_checkpoint = save(step)
+        saved_step = step
       if stopping is not None:
         stopped_by = stopping
         logging.warning('Received %s: saved %s at step %d; re-run the same '
@@ -495,4 +728,4 @@ def _train(config, workdir, strategy, resolution):
   writer.flush()
   return {'step': step, 'metrics': metrics,
           'checkpoint': last_checkpoint, 'stopped_by': stopped_by,
-          'state': state}
+          'abandoned_loop_call': abandoned, 'state': state}

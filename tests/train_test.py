@@ -1,8 +1,10 @@
-"""Few-step training runs: outputs, resume, signals, bad input, 2 replicas."""
+"""Few-step training runs: outputs, resume, bad input, 2 replicas.
+
+Signals: tests/preemption_test.py.
+"""
 
 import glob
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -182,7 +184,7 @@ class TrainInProcessTest(tf.test.TestCase):
 
 
 class TrainSubprocessTest(tf.test.TestCase):
-  """train.py as users run it: resume, determinism, signals, 2 replicas."""
+  """train.py as users run it: resume, determinism, 2 replicas."""
 
   def test_interrupted_and_resumed_equals_uninterrupted(self):
     flags = ['--config.train.deterministic=True',
@@ -210,36 +212,6 @@ class TrainSubprocessTest(tf.test.TestCase):
     # Same batches, noise, optimizer and network state: bitwise equal.
     for name in names:
       self.assertAllEqual(a.get_tensor(name), b.get_tensor(name), msg=name)
-
-  def test_sigterm_checkpoints_and_sigkill_resumes(self):
-    workdir = self.create_tempdir().full_path
-    proc = _run_train(workdir, '--config.num_train_steps=100000',
-                      '--config.train.checkpoint_every=1000',
-                      '--config.train.steps_per_loop=1', wait=False)
-    deadline = time.time() + 300
-    while time.time() < deadline and not glob.glob(
-        os.path.join(workdir, 'grids', 'samples_*.png')):
-      time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=300)
-    self.assertEqual(proc.returncode, 128 + 15, output[-3000:])
-    self.assertIn('Received SIGTERM', output)
-    steps = _checkpoint_steps(workdir)
-    self.assertGreater(steps[-1], 0)
-    # SIGKILL: no chance to save; the next run resumes from the last
-    # checkpoint, which must be intact.
-    proc = _run_train(workdir, '--config.num_train_steps=100000',
-                      '--config.train.checkpoint_every=1000',
-                      '--config.train.steps_per_loop=1', wait=False)
-    time.sleep(25)
-    proc.kill()
-    proc.communicate()
-    out = _run_train(workdir, f'--config.num_train_steps={steps[-1] + 2}',
-                     '--config.train.checkpoint_every=1000',
-                     '--config.train.steps_per_loop=1')
-    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
-    self.assertIn(f'(step {steps[-1]})', out.stderr)
-    self.assertEqual(_checkpoint_steps(workdir)[-1], steps[-1] + 2)
 
   def test_conflicting_config_is_refused(self):
     workdir = self.create_tempdir().full_path

@@ -153,6 +153,18 @@ def get_base_config() -> ml_collections.ConfigDict:
   # fakes). False: the E/G step draws a new z and recomputes both
   # (BigGAN-PyTorch). The real batch is the last D step's either way.
   config.optim.eg_reuses_d_forward = True
+  # Gradient accumulation: each D step and each E/G step sums the gradients
+  # of this many micro-batches of batch_size / k (one after another, so only
+  # one micro-batch's activations are in memory) and applies one optimizer
+  # update; the paper's batch 2048 as 8 x 256, as BigGAN-PyTorch reached it
+  # (docs/scaling.md). Losses are divided by the global batch, so D's summed
+  # gradient is the full batch's (D has no batch norm), but batch norm in G
+  # and E sees micro-batch statistics (as in BigGAN-PyTorch), not the full
+  # batch's. The orthogonal regulariser is added once per update. With k > 1,
+  # eg_reuses_d_forward is skipped (it would keep k forward passes alive).
+  # batch_size must be divisible by k x replicas. Metrics stay per full
+  # batch. Tracing time grows with k (the micro-batches are unrolled).
+  config.optim.grad_accum_steps = 1
   # Adam's update as one TensorFlow op per variable (`optimizers.Adam`; the
   # same formula and variables as Keras' Adam, whose ~20 small ops per
   # variable it replaces). False: Keras' own update. 'auto': on CPUs with
