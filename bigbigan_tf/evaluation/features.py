@@ -269,7 +269,7 @@ def load_config(workdir: str, module: Optional[str]
     FileNotFoundError: neither holds a config; the message says what to do.
   """
   if tf.io.gfile.exists(os.path.join(workdir, config_lib.CONFIG_FILENAME)):
-    return config_lib.load(workdir)
+    return checkpoints.load_config(workdir)
   if module is not None:
     config = module_config(module)
     if config is not None:
@@ -279,7 +279,7 @@ def load_config(workdir: str, module: Optional[str]
         'which says what data to evaluate on. Give a --workdir with one, e.g. '
         'written by `python train.py --workdir=W --config=CONFIG '
         '--config.num_train_steps=0`.')
-  return config_lib.load(workdir)  # Raises with the workdir message.
+  return checkpoints.load_config(workdir)  # Raises with the workdir message.
 
 
 def generated_batches(nets: Networks, *, num: int, batch_size: int,
