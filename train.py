@@ -113,15 +113,14 @@ def main(argv):
                result['checkpoint'])
   if result['stopped_by']:
     code = 128 + {'SIGTERM': 15, 'SIGINT': 2}[result['stopped_by']]
-    if result.get('abandoned_loop_call'):
-      # The loop call (e.g. still tracing) runs on in a daemon thread, and
-      # the interpreter's normal shutdown would wait on it or crash in it.
-      # No checkpoint write is in progress: leave at once.
-      logging.flush()
-      sys.stdout.flush()
-      sys.stderr.flush()
-      os._exit(code)  # pylint: disable=protected-access
-    sys.exit(code)
+    # The checkpoint is written and the summaries flushed; a preempted VM
+    # has seconds left, so skip the interpreter's slow shutdown. After a
+    # signal during tracing ('abandoned_loop_call') the loop call still runs
+    # in a daemon thread, which a normal shutdown could wait on or crash in.
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
 
 
 if __name__ == '__main__':

@@ -145,6 +145,8 @@ def resolve_precision(value: str, device: Device) -> tuple[str, str]:
 _SWITCH_ON = {
     'model.fused_resampling': {'amx', 'avx512_bf16', 'avx512', 'avx2'},
     'model.fused_batch_norm': {'amx', 'avx512_bf16', 'avx512', 'avx2'},
+    # Measured faster on AMX; on as fused_resampling on the other CPUs, where
+    # the A/B so far was inconclusive (docs/performance.md).
     'model.pointwise_matmul': {'amx', 'avx512_bf16', 'avx512', 'avx2'},
     'model.tapped_filter_grad': {'amx', 'avx512_bf16', 'avx512', 'avx2'},
     # Keras' own Adam update was faster on the AVX2-only CPU.

@@ -676,8 +676,7 @@ def _train(config, workdir, strategy, resolution):
             'kept; lower the learning rates or use float32, then resume.')
       if steps_run:
         metrics = out
-      if steps_run and (step % t.log_every == 0 or step == total
-                        or loop_stopped):
+      if steps_run and (step % t.log_every == 0 or step == total):
         now = time.time()
         ips = (step - last_log_step) * config.batch_size / max(
             now - last_log_time, 1e-9)
