@@ -71,7 +71,7 @@ class SwitchTest(tf.test.TestCase):
         'model.fused_resampling': (True, True, True, False, False),
         'model.fused_batch_norm': (True, True, True, False, False),
         'model.pointwise_matmul': (True, True, True, False, False),
-        'model.tapped_filter_grad': (True, True, True, False, False),
+        'model.tapped_filter_grad': (True, False, True, False, False),
         'optim.fused_adam': (True, True, False, False, False),
     }
     for field, expected in want.items():
