@@ -94,7 +94,7 @@ def run(*, batch_size: int, workdir: str, precision: str) -> dict:
   z = tf.random.normal([1, config.model.z_dim])
   images = module.generate(z)
   if isinstance(images, dict):
-    images = next(iter(images.values()))
+    images = images['default']
   figures['hub_load_s'] = time.perf_counter() - t0
   figures['signatures'] = sorted(module.signatures)
   figures['generate_shape'] = list(images.shape)
