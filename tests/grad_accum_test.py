@@ -6,7 +6,7 @@ import tensorflow as tf
 from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
-from bigbigan_tf import train_lib
+from bigbigan_tf import trainer as trainer_lib
 from bigbigan_tf.configs import tiny
 
 
@@ -50,7 +50,7 @@ class GradAccumTest(tf.test.TestCase):
     x_fake = tf.tanh(tf.random.stateless_normal(x.shape, seed=[5, 6]))
     outs = []
     for state in (whole, accum):
-      trainer = train_lib.Trainer(state, strategy)
+      trainer = trainer_lib.Trainer(state, strategy)
       # pylint: disable-next=protected-access
       update = tf.function(trainer._d_update, autograph=False)
       outs.append({k: float(v) for k, v in
@@ -69,7 +69,7 @@ class GradAccumTest(tf.test.TestCase):
                         'optim.g_lr': 1e-3, 'optim.e_lr': 1e-3,
                         'optim.g_ortho_reg': 1e-4})
     state = checkpoints.TrainState(config)
-    trainer = train_lib.Trainer(state, tf.distribute.get_strategy())
+    trainer = trainer_lib.Trainer(state, tf.distribute.get_strategy())
     batch = _batch(config)
     rng_state = tf.identity(state.rng.state)
     for step, loss, moved, fixed in (

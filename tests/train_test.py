@@ -18,6 +18,7 @@ from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
 from bigbigan_tf import train_lib
+from bigbigan_tf import trainer as trainer_lib
 from bigbigan_tf.configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,8 +149,8 @@ class TrainInProcessTest(tf.test.TestCase):
       b.assign(a)
     split.rng.state.assign(fused.rng.state)
     first_g_kernel = tf.identity(fused.g_vars[0])
-    fused_trainer = train_lib.Trainer(fused, strategy)
-    split_trainer = train_lib.Trainer(split, strategy)
+    fused_trainer = trainer_lib.Trainer(fused, strategy)
+    split_trainer = trainer_lib.Trainer(split, strategy)
     batches = iter(data_lib.make_dataset(
         config.data, image_size=config.model.encoder_resolution,
         batch_size=config.batch_size, training=True, seed=0))

@@ -135,7 +135,7 @@ def _build_trainer(config):
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import checkpoints  # pylint: disable=g-import-not-at-top
-  from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
 
   config_lib.validate(config)
@@ -144,7 +144,7 @@ def _build_trainer(config):
   # The dtype policy is read when layers are made.
   keras.config.set_dtype_policy(config.train.precision)
   state = checkpoints.TrainState(config)
-  trainer = train_lib.Trainer(state, tf.distribute.get_strategy())
+  trainer = trainer_lib.Trainer(state, tf.distribute.get_strategy())
   ds = data_lib.make_dataset(config.data,
                              image_size=config.model.encoder_resolution,
                              batch_size=config.batch_size, training=True,

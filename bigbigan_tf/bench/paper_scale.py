@@ -1,6 +1,6 @@
 """The paper config end to end: build, one iteration, checkpoint, export, load.
 
-  python -m bigbigan_tf.paper_scale [--batch_size=2] [--workdir=DIR]
+  python -m bigbigan_tf.bench.paper_scale [--batch_size=2] [--workdir=DIR]
 
 Builds `configs/imagenet128.py` at full width (G and F at ch 96, ResNet-v2-50
 E at 256, H and J 8 x 2048), runs one training iteration (`disc_iters` D steps
@@ -33,7 +33,7 @@ def run(*, batch_size: int, workdir: str, precision: str) -> dict:
   from bigbigan_tf import data as data_lib
   from bigbigan_tf import export_lib
   from bigbigan_tf import hardware
-  from bigbigan_tf import train_lib
+  from bigbigan_tf import trainer as trainer_lib
   from bigbigan_tf.configs import imagenet128
   # pylint: enable=g-import-not-at-top
 
@@ -53,7 +53,7 @@ def run(*, batch_size: int, workdir: str, precision: str) -> dict:
 
   t0 = time.perf_counter()
   state = checkpoints.TrainState(config)
-  trainer = train_lib.Trainer(state, tf.distribute.get_strategy())
+  trainer = trainer_lib.Trainer(state, tf.distribute.get_strategy())
   figures['build_s'] = time.perf_counter() - t0
   figures['params'] = {
       name: int(sum(v.shape.num_elements() for v in net.trainable_weights))

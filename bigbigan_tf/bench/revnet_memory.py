@@ -1,6 +1,6 @@
 """Peak memory of a RevNet E/G step with and without the reversible gradient.
 
-    python -m bigbigan_tf.revnet_memory [--blocks=4,8,16,32] [--batch=B]
+    python -m bigbigan_tf.bench.revnet_memory [--blocks=4,8,16,32] [--batch=B]
         [--res=R] [--width=W] [--repeats=N]
 
 For each depth (reversible blocks in stage 1, the full-resolution stage;
@@ -112,7 +112,7 @@ def main() -> None:
     for _ in range(args.repeats):
       for variant in ('off', 'on'):
         out = subprocess.run(
-            [sys.executable, '-m', 'bigbigan_tf.revnet_memory',
+            [sys.executable, '-m', 'bigbigan_tf.bench.revnet_memory',
              f'--variant={variant}', f'--blocks={blocks}',
              f'--batch={args.batch}', f'--res={args.res}',
              f'--width={args.width}'],
