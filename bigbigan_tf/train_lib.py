@@ -55,7 +55,7 @@ def write_grids(state: checkpoints.TrainState, workdir: str, step: int, z: np.nd
   z_rec = state.ema_encoder(real, training=False)['z_mean']
   recon = state.ema_generator(z_rec, training=False).numpy()
   real_small = ops.downsample_to(tf.constant(real),
-                             state.config.model.resolution).numpy()
+                                 state.ema_generator.resolution).numpy()
   paths = {}
   for name, grid in grids.sample_and_reconstruction_grids(
       samples, real_small, recon, cols=cols).items():

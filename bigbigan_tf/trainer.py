@@ -93,9 +93,10 @@ class Trainer:
     s = self.state
     x_e = batch['image']
     b = tf.shape(x_e)[0]
-    z = s.rng.normal([b, self.config.model.z_dim])
-    noise = s.rng.normal([b, self.config.model.z_dim])
-    x = ops.downsample_to(x_e, self.config.model.resolution)
+    g = s.nets.generator
+    z = s.rng.normal([b, g.z_dim])
+    noise = s.rng.normal([b, s.nets.encoder.z_dim])
+    x = ops.downsample_to(x_e, g.resolution)
     return x_e, x, z, noise
 
   def _score_means(self, prefix, real, fake, batch):
