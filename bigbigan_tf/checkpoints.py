@@ -221,6 +221,7 @@ def checkpoint_problem(checkpoint: str) -> Optional[str]:
   try:
     reader = tf.train.load_checkpoint(checkpoint)
     names = sorted(reader.get_variable_to_shape_map())
+    dtypes = reader.get_variable_to_dtype_map()
   except Exception as e:  # pylint: disable=broad-except
     # Damaged indexes fail with DataLossError, OpError or ValueError,
     # depending on where the bytes went missing.
@@ -229,7 +230,13 @@ def checkpoint_problem(checkpoint: str) -> Optional[str]:
       f'{checkpoint}.data-* (missing)')
   for name in names:
     try:
-      reader.get_tensor(name)
+      if dtypes[name] == tf.variant:
+        # A stored data-iterator position: no numpy form, so read it as the
+        # restore op does.
+        tf.raw_ops.RestoreV2(prefix=checkpoint, tensor_names=[name],
+                             shape_and_slices=[''], dtypes=[tf.variant])
+      else:
+        reader.get_tensor(name)
     except Exception as e:  # pylint: disable=broad-except
       # A truncated data file raises IndexError ('Read less bytes than
       # requested'); a missing or corrupt one OpErrors.

@@ -317,15 +317,16 @@ class Trainer:
     """
     totals = {k: tf.constant(0.0) for k in metric_names()}
     done = tf.constant(0)
-    stopped = tf.constant(False)
-    for _ in tf.range(num_steps):
-      stopped = self._stop_now()
-      if stopped:
-        break
+    stopped = self._stop_now()
+    # The stop check sits in the loop's condition, not in a `break`: autograph
+    # would put the rest of the body (the replicated step) inside a tf.cond,
+    # which MirroredStrategy's replica context cannot be captured into.
+    while done < num_steps and not stopped:
       metrics = self._iteration(iterator)
       totals = {k: totals[k] + metrics[k] for k in totals}
       done += 1
       self.steps_in_call.assign_add(1)
+      stopped = self._stop_now()
     out = {k: v / tf.cast(tf.maximum(done, 1), tf.float32)
            for k, v in totals.items()}
     return {**out, 'steps_run': done, 'stopped': stopped}
