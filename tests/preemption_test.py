@@ -1,5 +1,5 @@
-"""SIGTERM / SIGKILL against train.py as users run it: answered inside a loop
-call and during tracing, the checkpoint kept intact and resumable."""
+"""SIGTERM against train.py as users run it: answered during tracing and
+inside a loop call, the checkpoint kept intact and resumable."""
 
 import glob
 import os
@@ -82,34 +82,10 @@ def _read_all(workdir, step):
 
 class PreemptionTest(tf.test.TestCase):
 
-  def test_sigterm_inside_a_long_loop_call_then_sigkill_resumes(self):
-    workdir = self.create_tempdir().full_path
-    run = _Train(workdir, *LONG_LOOP)
-    run.wait_for('The training loop is compiled and running')
-    time.sleep(1)  # several steps into the 1000-step call
-    code, seconds = run.signal_and_wait(signal.SIGTERM)
-    self.assertEqual(code, 128 + 15, run.output()[-3000:])
-    self.assertLess(seconds, ANSWER_S, run.output()[-3000:])
-    self.assertIn('Received SIGTERM: saved', run.output())
-    steps = _checkpoint_steps(workdir)
-    self.assertGreater(steps[-1], 0)
-    reader, _ = _read_all(workdir, steps[-1])
-    self.assertEqual(reader.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE'),
-                     steps[-1])
-    # SIGKILL: no chance to save; the next run resumes from the last
-    # checkpoint, which must be intact.
-    run = _Train(workdir, *LONG_LOOP)
-    run.wait_for('The training loop is compiled and running')
-    run.signal_and_wait(signal.SIGKILL)
-    self.assertEqual(_checkpoint_steps(workdir), steps)
-    run = _Train(workdir, *LONG_LOOP,
-                 f'--config.num_train_steps={steps[-1] + 2}')
-    self.assertEqual(run.proc.wait(timeout=600), 0, run.output()[-3000:])
-    run._reader.join(timeout=10)  # pylint: disable=protected-access
-    self.assertIn(f'(step {steps[-1]})', run.output())
-    self.assertEqual(_checkpoint_steps(workdir)[-1], steps[-1] + 2)
-
-  def test_sigterm_while_tracing_exits_at_once_and_keeps_step_zero(self):
+  def test_sigterm_while_tracing_then_inside_a_long_loop_call(self):
+    # One workdir, two runs (each trace of the tiny step costs ~20 s): a
+    # SIGTERM during the first trace, then a resume and a SIGTERM inside a
+    # 1000-step loop call.
     workdir = self.create_tempdir().full_path
     run = _Train(workdir, *LONG_LOOP)
     run.wait_for('tracing and compiling the loop')
@@ -122,6 +98,22 @@ class PreemptionTest(tf.test.TestCase):
     self.assertEqual(_checkpoint_steps(workdir), [0])
     _, n = _read_all(workdir, 0)
     self.assertGreater(n, 100)
+
+    # The kept step-0 checkpoint restores; then a stop inside the loop call.
+    run = _Train(workdir, *LONG_LOOP)
+    run.wait_for('The training loop is compiled and running')
+    time.sleep(1)  # several steps into the 1000-step call
+    code, seconds = run.signal_and_wait(signal.SIGTERM)
+    output = run.output()
+    self.assertIn('Resumed from', output)
+    self.assertEqual(code, 128 + 15, output[-3000:])
+    self.assertLess(seconds, ANSWER_S, output[-3000:])
+    self.assertIn('Received SIGTERM: saved', output)
+    steps = _checkpoint_steps(workdir)
+    self.assertGreater(steps[-1], 0)
+    reader, _ = _read_all(workdir, steps[-1])
+    self.assertEqual(reader.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE'),
+                     steps[-1])
 
 
 if __name__ == '__main__':
