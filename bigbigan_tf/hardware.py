@@ -42,15 +42,26 @@ class Device:
     name: CPU model name, GPU name or TPU kind (for logs).
     cpu_flags: the CPU's feature flags (lower case, /proc/cpuinfo names).
     gpu_compute_capability: (major, minor) of the least capable GPU, or None.
+    onednn_max_isa: the value of ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) when
+      set: oneDNN, which runs TensorFlow's CPU convolutions and matmuls, then
+      uses no instructions above it, so the 'auto' choices follow the cap.
   """
   kind: str
   name: str = ''
   cpu_flags: frozenset = frozenset()
   gpu_compute_capability: Optional[tuple] = None
+  onednn_max_isa: str = ''
+
+  @property
+  def isa(self) -> str:
+    """The CPU's ISA class as oneDNN may use it (the flags, under the cap)."""
+    return capped_isa(cpu_isa(self.cpu_flags), self.onednn_max_isa)
 
   def describe(self) -> str:
     if self.kind == 'cpu':
-      return f'CPU {self.name or "(unknown model)"} [{cpu_isa(self.cpu_flags)}]'
+      cap = (f', ONEDNN_MAX_CPU_ISA={self.onednn_max_isa}'
+             if self.onednn_max_isa else '')
+      return f'CPU {self.name or "(unknown model)"} [{self.isa}{cap}]'
     if self.kind == 'gpu':
       cc = self.gpu_compute_capability
       cc_text = f', compute capability {cc[0]}.{cc[1]}' if cc else ''
@@ -71,6 +82,44 @@ def cpu_isa(flags) -> str:
   if 'avx2' in flags:
     return 'avx2'
   return 'baseline'
+
+
+# ISA classes from least to most capable.
+ISA_ORDER = ('baseline', 'avx2', 'avx512', 'avx512_bf16', 'amx')
+
+
+def onednn_isa_class(value: str) -> Optional[str]:
+  """The ISA class a ONEDNN_MAX_CPU_ISA value allows at most (None: no cap).
+
+  Raises:
+    ValueError: for a value oneDNN does not know, naming the known ones.
+  """
+  text = value.strip().upper()
+  if text in ('', 'ALL', 'DEFAULT'):
+    return None
+  if 'AMX' in text:
+    return 'amx'
+  if text in ('AVX512_CORE_BF16', 'AVX512_CORE_FP16') or text.startswith(
+      'AVX10'):
+    return 'avx512_bf16'
+  if text.startswith('AVX512'):
+    return 'avx512'
+  if text.startswith('AVX2'):
+    return 'avx2'
+  if text in ('SSE41', 'AVX'):
+    return 'baseline'
+  raise ValueError(
+      f'ONEDNN_MAX_CPU_ISA={value!r} is not an ISA oneDNN knows: use one of '
+      'SSE41, AVX, AVX2, AVX2_VNNI, AVX512_CORE, AVX512_CORE_VNNI, '
+      'AVX512_CORE_BF16, AVX512_CORE_AMX or ALL, or unset it.')
+
+
+def capped_isa(isa: str, onednn_max_isa: str) -> str:
+  """`isa` lowered to what ONEDNN_MAX_CPU_ISA=`onednn_max_isa` allows."""
+  cap = onednn_isa_class(onednn_max_isa) if onednn_max_isa else None
+  if cap is None:
+    return isa
+  return min(isa, cap, key=ISA_ORDER.index)
 
 
 def isa_features(flags) -> dict:
@@ -114,7 +163,11 @@ def detect() -> Device:
     return Device(kind='gpu', name=details[0].get('device_name', 'GPU'),
                   gpu_compute_capability=min(ccs) if ccs else None)
   name, flags = read_cpuinfo()
-  return Device(kind='cpu', name=name, cpu_flags=flags)
+  cap = (os.environ.get('ONEDNN_MAX_CPU_ISA')
+         or os.environ.get('DNNL_MAX_CPU_ISA') or '')
+  onednn_isa_class(cap)  # a bad value fails here, before any work
+  return Device(kind='cpu', name=name, cpu_flags=flags,
+                onednn_max_isa=cap.strip().upper())
 
 
 def resolve_precision(value: str, device: Device) -> tuple[str, str]:
@@ -131,12 +184,15 @@ def resolve_precision(value: str, device: Device) -> tuple[str, str]:
     cc_text = f'{cc[0]}.{cc[1]}' if cc else 'unknown'
     return 'float32', (f'GPU compute capability {cc_text} < 8.0: no fast '
                        'bfloat16')
-  isa = cpu_isa(device.cpu_flags)
+  isa = device.isa
   if isa in ('amx', 'avx512_bf16'):
     flag = 'AMX-BF16' if isa == 'amx' else 'AVX512_BF16'
     return 'mixed_bfloat16', f'CPU with native bfloat16: {flag}'
+  capped = isa != cpu_isa(device.cpu_flags)
+  cap_text = (f' (ONEDNN_MAX_CPU_ISA={device.onednn_max_isa})' if capped
+              else '')
   return 'float32', ('CPU without native bfloat16: '
-                     f'{isa.upper().replace("_", "-")}')
+                     f'{isa.upper().replace("_", "-")}{cap_text}')
 
 
 # Where 'auto' turns a speed switch on, by device class. Every True here was
@@ -157,7 +213,7 @@ _SWITCH_ON = {
 
 
 def _device_class(device: Device) -> str:
-  return cpu_isa(device.cpu_flags) if device.kind == 'cpu' else device.kind
+  return device.isa if device.kind == 'cpu' else device.kind
 
 
 def parse_switch(value, field: str):

@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+from unittest import mock
 
 import tensorflow as tf
 
@@ -135,6 +136,39 @@ class ResolveTest(tf.test.TestCase):
     # tests run float32 on every machine.
     self.assertEqual(hardware.resolve(tiny.get_config()).config.train.precision,
                      'float32')
+
+  def test_onednn_isa_cap_lowers_the_auto_choices(self):
+    capped = Device('cpu', cpu_flags=_SAPPHIRE, onednn_max_isa='AVX2')
+    self.assertEqual(capped.isa, 'avx2')
+    precision, why = hardware.resolve_precision('auto', capped)
+    self.assertEqual(precision, 'float32')
+    self.assertIn('ONEDNN_MAX_CPU_ISA=AVX2', why)
+    self.assertFalse(hardware.resolve_switch('auto', 'optim.fused_adam',
+                                             capped)[0])
+    self.assertIn('ONEDNN_MAX_CPU_ISA=AVX2', capped.describe())
+    # A cap above what the CPU has changes nothing; so do ALL and DEFAULT.
+    for cap in ('AVX512_CORE_AMX', 'ALL', 'default', ''):
+      with self.subTest(cap=cap):
+        self.assertEqual(Device('cpu', cpu_flags=_ZEN3,
+                                onednn_max_isa=cap).isa, 'avx2')
+    for cap, want in (('AVX512_CORE', 'avx512'), ('AVX512_CORE_VNNI', 'avx512'),
+                      ('AVX512_CORE_BF16', 'avx512_bf16'), ('SSE41', 'baseline'),
+                      ('AVX2_VNNI', 'avx2')):
+      with self.subTest(cap=cap):
+        self.assertEqual(hardware.capped_isa('amx', cap), want)
+    with self.assertRaisesRegex(ValueError, 'ONEDNN_MAX_CPU_ISA=.AVX3.*unset'):
+      hardware.onednn_isa_class('AVX3')
+
+  def test_detect_reads_the_onednn_cap(self):
+    hardware.detect.cache_clear()
+    try:
+      with mock.patch.dict(os.environ, {'ONEDNN_MAX_CPU_ISA': 'sse41'}):
+        device = hardware.detect()
+      if device.kind == 'cpu':
+        self.assertEqual(device.onednn_max_isa, 'SSE41')
+        self.assertEqual(device.isa, 'baseline')
+    finally:
+      hardware.detect.cache_clear()
 
   def test_reads_cpuinfo(self):
     with tempfile.NamedTemporaryFile('w', suffix='cpuinfo') as f:
