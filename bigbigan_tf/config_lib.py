@@ -74,6 +74,15 @@ def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
          m.discriminator.attention_resolution,
          f"allowed values at resolution {m.resolution} are {d_res} (F's "
          'resolutions after its downsampling blocks)')
+  for net, arch in (('generator', g_arch.G_ARCH[m.resolution][1]),
+                    ('discriminator', d_arch.D_ARCH[m.resolution][0])):
+    mults = tuple(m[net].get('channel_multipliers', ()))
+    _check(not mults or (len(mults) == len(arch) and all(
+        isinstance(v, int) and v >= 1 for v in mults)),
+           f'model.{net}.channel_multipliers', mults,
+           f'it must be () for BigGAN\'s widths or {len(arch)} integers >= 1 '
+           f'(one per block at {m.resolution}px; BigGAN\'s are {arch}), e.g. '
+           f'--config.model.{net}.channel_multipliers="{arch}"')
   for field in ('generator.ch', 'discriminator.ch', 'discriminator.h_width',
                 'discriminator.j_width', 'encoder.head_width'):
     value = m[field.split('.')[0]][field.split('.')[1]]
@@ -180,6 +189,8 @@ FIELDS_ADDED_LATER = {
     'model.tapped_filter_grad': True,
     'model.tapped_filter_grad_max_pixels': 64,
     'optim.grad_accum_steps': 1,
+    'model.generator.channel_multipliers': (),
+    'model.discriminator.channel_multipliers': (),
 }
 
 

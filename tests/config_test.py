@@ -45,6 +45,10 @@ class ConfigTest(tf.test.TestCase):
          r'attention_resolution = 4.*\[0, 16, 8\]'),
         ('train.precision', 'float16', r"mixed_bfloat16"),
         ('optim.disc_iters', 0, r'disc_iters'),
+        ('model.generator.channel_multipliers', (4, 4),
+         r'channel_multipliers = \(4, 4\).*3 integers.*\(4, 4, 4\)'),
+        ('model.discriminator.channel_multipliers', (4, 0, 4, 4),
+         r'channel_multipliers = \(4, 0, 4, 4\).*4 integers >= 1'),
     ]
     for field, value, pattern in cases:
       with self.subTest(field=field, value=value):

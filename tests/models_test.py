@@ -70,6 +70,17 @@ class GeneratorTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, 'resolution 48'):
       gen_lib.Generator(resolution=48, z_dim=20, ch=2)
 
+  def test_channel_multipliers_set_each_blocks_width(self):
+    g = gen_lib.Generator(resolution=32, z_dim=16, ch=4,
+                          channel_multipliers=(4, 2, 1))
+    x = g(np.zeros((2, 16), np.float32))
+    self.assertEqual(x.shape, (2, 32, 32, 3))
+    self.assertEqual(g.base_channels, 16)
+    self.assertEqual([b.conv2.filters for b in g.blocks], [16, 8, 4])
+    with self.assertRaisesRegex(ValueError, '3 blocks'):
+      gen_lib.Generator(resolution=32, z_dim=16, ch=4,
+                        channel_multipliers=(4, 2))
+
 
 class DiscriminatorTest(tf.test.TestCase):
 
@@ -89,6 +100,14 @@ class DiscriminatorTest(tf.test.TestCase):
           self.assertTrue(np.all(np.isfinite(s.numpy())))
         features, _ = d.f(x)
         self.assertEqual(features.shape, (3, d.f.feature_dim))
+
+  def test_channel_multipliers_set_each_blocks_width(self):
+    d = disc_lib.Discriminator(resolution=32, ch=4, attention_resolution=0,
+                               h_width=8, h_depth=1, j_width=8, j_depth=1,
+                               channel_multipliers=(1, 2, 4, 2))
+    d(np.zeros((2, 32, 32, 3), np.float32), np.zeros((2, 8), np.float32))
+    self.assertEqual([b.conv2.filters for b in d.f.blocks], [4, 8, 16, 8])
+    self.assertEqual(d.f.feature_dim, 8)
 
   def test_joint_score_depends_on_both_inputs(self):
     d = disc_lib.Discriminator(resolution=32, ch=4, attention_resolution=0,

@@ -90,6 +90,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.generator.ch = 96
   # Resolution at which G has its self-attention block (0 = none). BigGAN: 64.
   config.model.generator.attention_resolution = 64
+  # Width of each of G's blocks in units of ch (the 4x4 map has the first
+  # block's width); () = BigGAN's for the resolution: (4, 4, 4) at 32px,
+  # (16, 8, 4, 2, 1) at 128px (generator.G_ARCH). One entry per block.
+  config.model.generator.channel_multipliers = ()
   # Size of the learned constant vector concatenated to every z chunk before
   # the conditional batch norms: the single class embedding an unconditional
   # BigGAN keeps (0 = none). BigGAN: 128 (shared embedding size).
@@ -126,6 +130,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.discriminator.ch = 96
   # Resolution of F's self-attention block (0 = none). BigGAN: 64.
   config.model.discriminator.attention_resolution = 64
+  # Output width of each of F's blocks in units of ch; () = BigGAN's for the
+  # resolution: (4, 4, 4, 4) at 32px, (1, 2, 4, 8, 16, 16) at 128px
+  # (discriminator.D_ARCH). One entry per block.
+  config.model.discriminator.channel_multipliers = ()
   # H, the MLP on z: number of hidden layers and their width. Paper scale
   # (unconfirmed): 8 x 2048 with skip connections.
   config.model.discriminator.h_depth = 8

@@ -21,6 +21,19 @@ D_ARCH = {
 }
 
 
+def block_widths(resolution: int, channel_multipliers=()) -> tuple:
+  """F's output width of each block in units of ch: BigGAN's, or
+  `channel_multipliers` (one per block)."""
+  if not channel_multipliers:
+    return D_ARCH[resolution][0]
+  out = tuple(channel_multipliers)
+  if len(out) != len(D_ARCH[resolution][0]):
+    raise ValueError(
+        f'F at {resolution}px has {len(D_ARCH[resolution][0])} blocks, so '
+        f'channel_multipliers needs that many widths; got {out}.')
+  return out
+
+
 def attention_resolutions(resolution: int) -> list[int]:
   """Where F's self-attention may go (0 = none): after a block that halves
   the resolution, at that block's output resolution."""
@@ -36,12 +49,14 @@ class ImageDiscriminator(layers.BlockStack, keras.Model):
   """F: x [B, R, R, 3] in [-1, 1] -> (features [B, 16ch or 4ch], s_x [B])."""
 
   def __init__(self, *, resolution: int, ch: int, attention_resolution: int = 0,
+               channel_multipliers: tuple = (),
                fast_ops: FastOps = FastOps(), name: str = 'F', **kwargs):
     super().__init__(name=name, **kwargs)
     if resolution not in D_ARCH:
       raise ValueError(f'Discriminator resolution {resolution} is not one of '
                        f'{sorted(D_ARCH)}.')
-    out_mult, down = D_ARCH[resolution]
+    down = D_ARCH[resolution][1]
+    out_mult = block_widths(resolution, channel_multipliers)
     self.resolution = resolution
     self.fast_ops = fast_ops
     blocks, self.attention_after = [], -1
@@ -110,12 +125,14 @@ class Discriminator(keras.Model):
 
   def __init__(self, *, resolution: int, ch: int, attention_resolution: int,
                h_width: int, h_depth: int, j_width: int, j_depth: int,
+               channel_multipliers: tuple = (),
                fast_ops: FastOps = FastOps(), name: str = 'discriminator',
                **kwargs):
     super().__init__(name=name, **kwargs)
     self.fast_ops = fast_ops
     self.f = ImageDiscriminator(resolution=resolution, ch=ch,
                                 attention_resolution=attention_resolution,
+                                channel_multipliers=channel_multipliers,
                                 fast_ops=fast_ops)
     self.h = LatentDiscriminator(width=h_width, depth=h_depth)
     self.j = JointDiscriminator(width=j_width, depth=j_depth)

@@ -18,6 +18,20 @@ G_ARCH = {
 }
 
 
+def block_widths(resolution: int, channel_multipliers=()) -> tuple:
+  """(input width of each block, output width of each block) in units of ch:
+  BigGAN's, or `channel_multipliers` (one output width per block; the 4x4
+  map has the first block's width, as in BigGAN)."""
+  if not channel_multipliers:
+    return G_ARCH[resolution]
+  out = tuple(channel_multipliers)
+  if len(out) != len(G_ARCH[resolution][1]):
+    raise ValueError(
+        f'G at {resolution}px has {len(G_ARCH[resolution][1])} blocks, so '
+        f'channel_multipliers needs that many widths; got {out}.')
+  return (out[0],) + out[:-1], out
+
+
 def block_resolutions(resolution: int) -> list[int]:
   """Output resolution of each of G's blocks at `resolution` (4x4 doubled)."""
   return [4 * 2 ** (i + 1) for i in range(len(G_ARCH[resolution][1]))]
@@ -56,13 +70,14 @@ class Generator(layers.BlockStack, keras.Model):
   def __init__(self, *, resolution: int, z_dim: int, ch: int,
                attention_resolution: int = 0, embed_dim: int = 0,
                bn_epsilon: float = 1e-5, bn_momentum: float = 0.99,
+               channel_multipliers: tuple = (),
                fast_ops: FastOps = FastOps(), name: str = 'generator',
                **kwargs):
     super().__init__(name=name, **kwargs)
     if resolution not in G_ARCH:
       raise ValueError(f'Generator resolution {resolution} is not one of '
                        f'{sorted(G_ARCH)}.')
-    in_mult, out_mult = G_ARCH[resolution]
+    in_mult, out_mult = block_widths(resolution, channel_multipliers)
     self.resolution = resolution
     self.z_dim = z_dim
     self.embed_dim = embed_dim
