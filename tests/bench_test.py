@@ -64,6 +64,13 @@ class PresetTest(tf.test.TestCase):
       self.assertEqual(config.batch_size, batch)
       self.assertEqual(config.model.generator.ch, 32)
       self.assertEqual(config.model.discriminator.ch, 32)
+      # BigGAN's widths per block, whatever the offline default narrows.
+      self.assertEqual(config.model.discriminator.channel_multipliers, ())
+      self.assertEqual(config.model.generator.channel_multipliers, ())
+    old_default = bench.preset_config('default16')
+    self.assertEqual(old_default.batch_size, 16)
+    self.assertEqual(old_default.model.discriminator.channel_multipliers, ())
+    self.assertEqual(old_default.model.discriminator.j_width, 256)
     self.assertEqual(bench.preset_config('biggan32').model.encoder.to_dict(),
                      default.model.encoder.to_dict())
     self.assertEqual(bench.encoder_name(bench.preset_config('biggan128')),
