@@ -71,6 +71,7 @@ class PresetTest(tf.test.TestCase):
     self.assertEqual(old_default.batch_size, 16)
     self.assertEqual(old_default.model.discriminator.channel_multipliers, ())
     self.assertEqual(old_default.model.discriminator.j_width, 256)
+    self.assertEqual(old_default.model.encoder.head_width, 256)
     self.assertEqual(bench.preset_config('biggan32').model.encoder.to_dict(),
                      default.model.encoder.to_dict())
     self.assertEqual(bench.encoder_name(bench.preset_config('biggan128')),

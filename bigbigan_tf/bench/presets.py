@@ -59,6 +59,7 @@ def get_config(name: str = 'biggan32'):
       config.model.discriminator.channel_multipliers = ()
       config.model.discriminator.h_width = 256
       config.model.discriminator.j_width = 256
+      config.model.encoder.head_width = 256
     elif name != 'default':
       raise ValueError(f'Unknown preset {name!r}.')
   return config
