@@ -67,11 +67,6 @@ class PresetTest(tf.test.TestCase):
       # BigGAN's widths per block, whatever the offline default narrows.
       self.assertEqual(config.model.discriminator.channel_multipliers, ())
       self.assertEqual(config.model.generator.channel_multipliers, ())
-    old_default = bench.preset_config('default16')
-    self.assertEqual(old_default.batch_size, 16)
-    self.assertEqual(old_default.model.discriminator.channel_multipliers, ())
-    self.assertEqual(old_default.model.discriminator.j_width, 256)
-    self.assertEqual(old_default.model.encoder.head_width, 256)
     self.assertEqual(bench.preset_config('biggan32').model.encoder.to_dict(),
                      default.model.encoder.to_dict())
     self.assertEqual(bench.encoder_name(bench.preset_config('biggan128')),

@@ -15,7 +15,7 @@ from bigbigan_tf.bench import bench_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (instead of --preset).', lock_config=False)
-_PRESET = flags.DEFINE_enum('preset', None, ['biggan32', 'biggan128', 'default', 'default16'],
+_PRESET = flags.DEFINE_enum('preset', None, ['biggan32', 'biggan128', 'default'],
                             'Named benchmark setting.')
 _PRECISION = flags.DEFINE_enum('precision', None, ['auto', 'float32', 'mixed_bfloat16'],
                                'Override train.precision.')

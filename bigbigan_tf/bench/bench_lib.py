@@ -40,8 +40,7 @@ import time
 
 def preset_config(name: str):
   """The benchmark presets (bench/presets.py): biggan32, biggan128
-  (disc_iters = 1, float32), the offline default config as it is, and
-  default16 (the offline default before issue 15)."""
+  (disc_iters = 1, float32) and the offline default config as it is."""
   from bigbigan_tf.bench import presets  # pylint: disable=g-import-not-at-top
   return presets.get_config(name)
 

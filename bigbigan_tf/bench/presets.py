@@ -8,16 +8,14 @@ Also a config file, so a preset takes overrides:
 
 biggan32 and biggan128 have BigGAN-PyTorch's G and D shapes and one D step
 per iteration, in float32 (the speed targets compare with its fp32 times);
-default is the offline default config (configs/mnist.py) as it is; default16
-is the offline default before issue 15 (batch 16, BigGAN's F widths, H and J
-256 wide), the reference the AVX2 budget was measured against.
+default is the offline default config (configs/mnist.py) as it is.
 """
 
 from bigbigan_tf.configs import mnist
 
 
 def get_config(name: str = 'biggan32'):
-  """The preset `name`: biggan32, biggan128, default or default16."""
+  """The preset `name`: biggan32, biggan128 or default."""
   config = mnist.get_config()
   with config.unlocked():
     if name in ('biggan32', 'biggan128'):
@@ -26,8 +24,7 @@ def get_config(name: str = 'biggan32'):
       # config these start from trains in mixed_bfloat16).
       config.optim.disc_iters = 1
       config.train.precision = 'float32'
-      # BigGAN's own widths per block (the offline default narrows F's
-      # first blocks) and the offline default's batch unless set below.
+      # BigGAN's own widths per block, whatever the offline default sets.
       config.model.generator.channel_multipliers = ()
       config.model.discriminator.channel_multipliers = ()
     if name == 'biggan32':
@@ -51,15 +48,6 @@ def get_config(name: str = 'biggan32'):
       # faster in the literal order on this CPU (bf16 -10%, fp32 the same;
       # README, Performance).
       config.model.fused_resampling_min_size = 16
-    elif name == 'default16':
-      # The offline default of commit dff5a54 and before, whose float32 step
-      # the issue timed on the AVX2-only Zen 3 (0.434 s): the anchor of the
-      # AVX2 estimate (docs/experiments.md).
-      config.batch_size = 16
-      config.model.discriminator.channel_multipliers = ()
-      config.model.discriminator.h_width = 256
-      config.model.discriminator.j_width = 256
-      config.model.encoder.head_width = 256
     elif name != 'default':
       raise ValueError(f'Unknown preset {name!r}.')
   return config
