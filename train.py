@@ -93,6 +93,7 @@ def main(argv):
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import distribute  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
 
   try:
@@ -105,7 +106,7 @@ def main(argv):
   except (config_lib.ConfigError, checkpoints.ConfigConflictError,
           checkpoints.WorkdirError, checkpoints.UnreadableCheckpointError,
           data_lib.DataError, distribute.StrategyError,
-          train_lib.NonFiniteLossError) as e:
+          hardware.HardwareError, train_lib.NonFiniteLossError) as e:
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -84,6 +84,10 @@ def cpu_isa(flags) -> str:
   return 'baseline'
 
 
+class HardwareError(ValueError):
+  """A setting about the hardware (an environment variable) is invalid."""
+
+
 # ISA classes from least to most capable.
 ISA_ORDER = ('baseline', 'avx2', 'avx512', 'avx512_bf16', 'amx')
 
@@ -92,7 +96,7 @@ def onednn_isa_class(value: str) -> Optional[str]:
   """The ISA class a ONEDNN_MAX_CPU_ISA value allows at most (None: no cap).
 
   Raises:
-    ValueError: for a value oneDNN does not know, naming the known ones.
+    HardwareError: for a value oneDNN does not know, naming the known ones.
   """
   text = value.strip().upper()
   if text in ('', 'ALL', 'DEFAULT'):
@@ -108,7 +112,7 @@ def onednn_isa_class(value: str) -> Optional[str]:
     return 'avx2'
   if text in ('SSE41', 'AVX'):
     return 'baseline'
-  raise ValueError(
+  raise HardwareError(
       f'ONEDNN_MAX_CPU_ISA={value!r} is not an ISA oneDNN knows: use one of '
       'SSE41, AVX, AVX2, AVX2_VNNI, AVX512_CORE, AVX512_CORE_VNNI, '
       'AVX512_CORE_BF16, AVX512_CORE_AMX or ALL, or unset it.')

@@ -156,7 +156,8 @@ class ResolveTest(tf.test.TestCase):
                       ('AVX2_VNNI', 'avx2')):
       with self.subTest(cap=cap):
         self.assertEqual(hardware.capped_isa('amx', cap), want)
-    with self.assertRaisesRegex(ValueError, 'ONEDNN_MAX_CPU_ISA=.AVX3.*unset'):
+    with self.assertRaisesRegex(hardware.HardwareError,
+                                'ONEDNN_MAX_CPU_ISA=.AVX3.*unset'):
       hardware.onednn_isa_class('AVX3')
 
   def test_detect_reads_the_onednn_cap(self):
