@@ -76,7 +76,7 @@ def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
          'resolutions after its downsampling blocks)')
   for net, arch in (('generator', g_arch.G_ARCH[m.resolution][1]),
                     ('discriminator', d_arch.D_ARCH[m.resolution][0])):
-    mults = tuple(m[net].get('channel_multipliers', ()))
+    mults = tuple(m[net].channel_multipliers)
     _check(not mults or (len(mults) == len(arch) and all(
         isinstance(v, int) and v >= 1 for v in mults)),
            f'model.{net}.channel_multipliers', mults,

@@ -38,7 +38,7 @@ def build_networks(model_config: ml_collections.ConfigDict) -> Networks:
       resolution=m.resolution, z_dim=m.z_dim, ch=g.ch,
       attention_resolution=g.attention_resolution, embed_dim=g.embed_dim,
       bn_epsilon=g.bn_epsilon, bn_momentum=g.bn_momentum,
-      channel_multipliers=tuple(g.get('channel_multipliers', ())),
+      channel_multipliers=tuple(g.channel_multipliers),
       fast_ops=fast_ops)
   encoder = {'resnet_v2': Encoder, 'revnet': RevNetEncoder}[e.kind](
       z_dim=m.z_dim, blocks_per_stage=tuple(e.blocks_per_stage),
@@ -49,7 +49,7 @@ def build_networks(model_config: ml_collections.ConfigDict) -> Networks:
       resolution=m.resolution, ch=d.ch,
       attention_resolution=d.attention_resolution, h_width=d.h_width,
       h_depth=d.h_depth, j_width=d.j_width, j_depth=d.j_depth,
-      channel_multipliers=tuple(d.get('channel_multipliers', ())),
+      channel_multipliers=tuple(d.channel_multipliers),
       fast_ops=fast_ops)
   z = np.zeros((2, m.z_dim), np.float32)
   x = np.zeros((2, m.resolution, m.resolution, 3), np.float32)
