@@ -14,9 +14,11 @@ def get_config():
   # the reconstructions (halving it, as batch 8 or 2,500 steps, lost them;
   # docs/experiments.md). More, smaller steps learned the encoder best at a
   # fixed budget.
-  # Half the work for AVX2-only CPUs (batch 8 with F narrowed, H, J and E's
-  # head widened) fit the 20-minute estimate but lost the reconstructions on
-  # two of three seeds (docs/experiments.md, 2026-12-03), so this stays.
+  # Half the work for AVX2-only CPUs fit the 20-minute estimate but lost the
+  # reconstructions every time it was tried: batch 8 with F narrowed and H,
+  # J and E's head widened (two of three seeds), 3,300 steps of a narrower F,
+  # and 2,500 steps with or without doubled learning rates
+  # (docs/experiments.md, 2026-12-03), so this stays.
   config.num_train_steps = 5000
   config.batch_size = 16
 
