@@ -42,9 +42,9 @@ def get_config():
   config.model.discriminator.ch = 16
   config.model.discriminator.attention_resolution = 0
   # H and J 512 wide (256 before): the joint discriminator was the biggest
-  # lever on the reconstructions found. At batch 16 they rose from 48.1% to
-  # 62.4-65.9% (three runs, bf16 and fp32) for about 10% more step time
-  # (docs/experiments.md, 2026-12-03).
+  # lever on the reconstructions found. At batch 16 they rose from 48.1-57.5%
+  # to 55.9-65.9% (six runs, seeds 0-2, bf16 and fp32) for about 10% more
+  # step time (docs/experiments.md, 2026-12-03).
   config.model.discriminator.h_depth = 2
   config.model.discriminator.h_width = 512
   config.model.discriminator.j_depth = 2
