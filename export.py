@@ -45,6 +45,7 @@ def main(argv):
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import export_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
 
   try:
     path = export_lib.export(
@@ -55,7 +56,7 @@ def main(argv):
   except (FileNotFoundError, FileExistsError, config_lib.ConfigError,
           data_lib.DataError, checkpoints.IncompleteCheckpointError,
           checkpoints.UnreadableCheckpointError, checkpoints.WorkdirError,
-          export_lib.OverwriteRefusedError) as e:
+          export_lib.OverwriteRefusedError, hardware.HardwareError) as e:
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

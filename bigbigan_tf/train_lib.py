@@ -92,18 +92,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   Raises:
     ConfigError / checkpoints.ConfigConflictError / DataError /
-      checkpoints.WorkdirError / checkpoints.UnreadableCheckpointError: before
-      training starts.
+      checkpoints.WorkdirError / checkpoints.UnreadableCheckpointError /
+      hardware.HardwareError: before training starts.
     NonFiniteLossError: a loss became NaN/inf (last good checkpoint kept).
   """
   strategy = strategy or tf.distribute.get_strategy()
   config_lib.validate(config, num_replicas=strategy.num_replicas_in_sync)
+  # 'auto' precision and speed switches, settled for this machine before
+  # anything is written (a bad ONEDNN_MAX_CPU_ISA raises HardwareError); the
+  # workdir keeps the config as given, and W/hardware.json what it became.
+  resolution = hardware.resolve(config)
   # Every worker checks the config; the chief alone writes it.
   checkpoints.check_workdir_config(config, workdir,
                                    write=distribute.is_chief(strategy))
-  # 'auto' precision and speed switches, settled for this machine; the
-  # workdir keeps the config as given, and W/hardware.json what it became.
-  resolution = hardware.resolve(config)
   for line in resolution.log_lines():
     logging.info('%s', line)
   config = resolution.config

@@ -22,8 +22,9 @@ REPO = testing.REPO
 TINY = os.path.join(REPO, 'bigbigan_tf', 'configs', 'tiny.py')
 
 
-def _start(script, *args):
-  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
+def _start(script, *args, **env_vars):
+  env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2',
+             **env_vars)
   return subprocess.Popen([sys.executable, os.path.join(REPO, script), *args],
                           cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
@@ -129,6 +130,17 @@ class FaultsTest(tf.test.TestCase):
         'corrupt_config_export': export(
             cls.corrupt, os.path.join(cls.exports, 'corrupt')),
         'overwrite_workdir': export(cls.workdir, cls.workdir, '--overwrite'),
+        # An ISA cap oneDNN does not know, in each command line.
+        'bad_isa_train': _start('train.py', f'--workdir={cls.root}/new3',
+                                f'--config={TINY}',
+                                ONEDNN_MAX_CPU_ISA='AVX3'),
+        'bad_isa_export': _start(
+            'export.py', f'--workdir={cls.workdir}',
+            f'--export_dir={os.path.join(cls.exports, "bad_isa")}',
+            ONEDNN_MAX_CPU_ISA='AVX3'),
+        'bad_isa_evaluate': _start(
+            os.path.join('eval', 'evaluate.py'), f'--workdir={cls.workdir}',
+            '--metrics=grids', ONEDNN_MAX_CPU_ISA='AVX3'),
     }
     cls.cli = {}
     for name, proc in procs.items():
@@ -179,6 +191,9 @@ class FaultsTest(tf.test.TestCase):
                                  'valid config',
         'overwrite_workdir': r'Refusing to --overwrite .*run: it is, or '
                              'contains, the workdir',
+        **{f'bad_isa_{script}': r"ONEDNN_MAX_CPU_ISA='AVX3' is not an ISA "
+                                'oneDNN knows.*or unset it'
+           for script in ('train', 'export', 'evaluate')},
     }
     for name, pattern in cases.items():
       with self.subTest(name):
@@ -187,7 +202,7 @@ class FaultsTest(tf.test.TestCase):
         self.assertRegex(err, 'error: ' + pattern)
         self.assertNotIn('Traceback', err)
     # Nothing half-written, nothing deleted.
-    for name in ('new1', 'new2'):
+    for name in ('new1', 'new2', 'new3'):
       self.assertFalse(os.path.exists(os.path.join(self.root, name)))
     self.assertEqual(sorted(os.listdir(self.exports)), ['from_fallback'])
     with open(self.a_file) as f:
