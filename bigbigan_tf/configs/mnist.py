@@ -11,14 +11,11 @@ from bigbigan_tf.configs import base
 def get_config():
   config = base.get_base_config()
   # Batch 16 for 5,000 steps: the smallest work measured that still keeps
-  # the reconstructions (halving it, as batch 8 or 2,500 steps, lost them;
-  # docs/experiments.md). More, smaller steps learned the encoder best at a
-  # fixed budget.
-  # Half the work for AVX2-only CPUs fit the 20-minute estimate but lost the
-  # reconstructions every time it was tried: batch 8 with F narrowed and H,
-  # J and E's head widened (two of three seeds), 3,300 steps of a narrower F,
-  # and 2,500 steps with or without doubled learning rates
-  # (docs/experiments.md, 2026-12-03), so this stays.
+  # the reconstructions. More, smaller steps learned the encoder best at a
+  # fixed budget. Every half-work config tried for AVX2-only CPUs' 20-minute
+  # budget lost them in at least one run: batch 8 (also with F narrowed and
+  # H, J and E's head widened), 3,300 steps of a narrower F, and 2,500 steps
+  # with or without doubled learning rates (docs/experiments.md).
   config.num_train_steps = 5000
   config.batch_size = 16
 
