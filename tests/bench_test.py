@@ -67,6 +67,9 @@ class PresetTest(tf.test.TestCase):
       # BigGAN's widths per block, whatever the offline default narrows.
       self.assertEqual(config.model.discriminator.channel_multipliers, ())
       self.assertEqual(config.model.generator.channel_multipliers, ())
+      # H and J as the presets' figures were measured, not the default's.
+      self.assertEqual(config.model.discriminator.h_width, 256)
+      self.assertEqual(config.model.discriminator.j_width, 256)
     self.assertEqual(bench.preset_config('biggan32').model.encoder.to_dict(),
                      default.model.encoder.to_dict())
     self.assertEqual(bench.encoder_name(bench.preset_config('biggan128')),
