@@ -123,6 +123,38 @@ def collapse_signals(metrics: Mapping[str, float],
   return out
 
 
+def encoder_noise(encoder: keras.layers.Layer, images) -> Dict[str, float]:
+  """How much of E's code is signal and how much is noise, on fixed images.
+
+  A stochastic E can match the prior by noise alone: z = mu + sigma * eps
+  with sigma near 1 and the means mu bunched together carries little of x
+  (an earlier offline default failed that way: sigma 0.7 while the means
+  spread 0.45). The two numbers below show that coming. They are computed
+  with E in inference mode (its batch-norm statistics untouched) on a fixed
+  batch, outside the compiled training step.
+
+  Args:
+    encoder: E (returns 'z_mean' and 'z_stdev', [B, z_dim]).
+    images: [B, R_E, R_E, 3] in [-1, 1], B >= 2.
+
+  Returns:
+    {'encoder/mu_spread': the standard deviation of mu across the batch,
+     averaged over z's dimensions (the prior's is 1),
+     'encoder/sigma_mean': the mean of sigma (stochastic E only; a
+     deterministic E ignores its sigma, so it is not reported),
+     'encoder/sigma_to_mu_spread': their ratio (stochastic E only)}.
+  """
+  out = encoder(images, training=False)
+  mu = np.asarray(out['z_mean'], np.float64)
+  spread = float(np.mean(np.std(mu, axis=0)))
+  signals = {'encoder/mu_spread': spread}
+  if getattr(encoder, 'stochastic', True):
+    sigma = float(np.mean(np.asarray(out['z_stdev'], np.float64)))
+    signals['encoder/sigma_mean'] = sigma
+    signals['encoder/sigma_to_mu_spread'] = sigma / max(spread, 1e-12)
+  return signals
+
+
 class Alarm(NamedTuple):
   """A signal outside its trailing range at one log step."""
   step: int

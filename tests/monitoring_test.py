@@ -127,5 +127,32 @@ class SingularValuesTest(tf.test.TestCase):
     self.assertAllClose(after['d']['F/block0/conv1'], sigma, rtol=1e-3)
 
 
+
+class EncoderNoiseTest(tf.test.TestCase):
+
+  def test_spread_and_sigma_against_numpy_and_bn_untouched(self):
+    config = tiny.get_config()
+    images = np.random.default_rng(0).uniform(
+        -1, 1, (6, config.model.encoder_resolution,
+                config.model.encoder_resolution, 3)).astype(np.float32)
+    for stochastic in (True, False):
+      config.model.encoder.stochastic = stochastic
+      encoder = models.build_networks(config.model).encoder
+      before = [v.numpy().copy() for v in encoder.non_trainable_variables]
+      signals = monitoring.encoder_noise(encoder, images)
+      out = encoder(images, training=False)
+      mu, sigma = out['z_mean'].numpy(), out['z_stdev'].numpy()
+      self.assertAllClose(signals['encoder/mu_spread'],
+                          np.std(mu.astype(np.float64), axis=0).mean())
+      if stochastic:
+        self.assertAllClose(signals['encoder/sigma_mean'], sigma.mean())
+        self.assertAllClose(signals['encoder/sigma_to_mu_spread'],
+                            sigma.mean() / signals['encoder/mu_spread'])
+      else:
+        # A deterministic E's sigma is unused: not reported.
+        self.assertEqual(set(signals), {'encoder/mu_spread'})
+      for b, v in zip(before, encoder.non_trainable_variables):
+        self.assertAllEqual(b, v.numpy())
+
 if __name__ == '__main__':
   tf.test.main()
