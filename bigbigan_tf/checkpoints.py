@@ -136,6 +136,15 @@ class TrainState:
         d_optimizer=self.d_opt, step=self.step, rng=self.rng, **extra)
 
 
+def _override_flag(field: str, value) -> str:
+  """The --config.FIELD=VALUE flag that sets `field` back to `value`."""
+  if isinstance(value, (list, tuple)):
+    text = '(' + ','.join(str(v) for v in value) + (',' if len(value) == 1
+                                                     else '') + ')'
+    return f'"--config.{field}={text}"'
+  return f'--config.{field}={value}'
+
+
 def check_workdir_config(config: ml_collections.ConfigDict, workdir: str, *,
                          write: bool = True):
   """Writes the config into a new workdir; refuses a conflicting resume.
@@ -158,11 +167,14 @@ def check_workdir_config(config: ml_collections.ConfigDict, workdir: str, *,
     if differences:
       lines = '\n'.join(f'  {k}: {a!r} (workdir) != {b!r} (now)'
                         for k, a, b in differences)
+      continue_flags = ' '.join(_override_flag(k, a)
+                                for k, a, _ in differences if a is not None)
       raise ConfigConflictError(
           f'{workdir} was trained with a different config; resuming would '
           f'mix two experiments. Differing fields:\n{lines}\nUse a new '
           '--workdir, or pass the same config (only num_train_steps may '
-          'change, to train longer).')
+          'change, to train longer); to continue this workdir as it was '
+          f'trained, add: {continue_flags}')
   if write:
     config_lib.save(config, workdir)
 

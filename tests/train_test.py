@@ -219,9 +219,17 @@ class TrainSubprocessTest(tf.test.TestCase):
     workdir = self.create_tempdir().full_path
     config = _config(num_train_steps=0)
     config_lib.save(config, workdir)
-    out = _run_train(workdir, '--config.optim.d_lr=0.25')
+    flip = not config.model.encoder.stochastic
+    out = _run_train(workdir, '--config.optim.d_lr=0.25',
+                     f'--config.model.encoder.stochastic={flip}')
     self.assertEqual(out.returncode, 2)
     self.assertIn('optim.d_lr: 0.0005 (workdir) != 0.25 (now)', out.stderr)
+    self.assertIn(f'model.encoder.stochastic: {not flip} (workdir) != {flip} '
+                  '(now)', out.stderr)
+    # The message gives the flags that continue the workdir as trained.
+    self.assertIn('to continue this workdir as it was trained, add: '
+                  '--config.model.encoder.stochastic='
+                  f'{not flip} --config.optim.d_lr=0.0005', out.stderr)
 
   def test_two_replicas_with_synchronised_batch_norm(self):
     workdir = self.create_tempdir().full_path
