@@ -9,6 +9,8 @@ Workdir layout (train.py writes it; export and evaluation read it):
                      train.checkpoint_data_iterator, the data position)
   train/             TensorBoard summaries
   grids/             samples_STEP.png, reconstructions_STEP.png
+  lease.json         who holds the workdir (the one training run allowed to
+                     write it; bigbigan_tf/lease.py)
 
 `restore` rebuilds a workdir's TrainState from a checkpoint in float32;
 `check_checkpoint_complete` makes sure a checkpoint holds every variable of
