@@ -8,9 +8,15 @@ with multi_worker, start the same command on every worker with its TF_CONFIG
 and a --workdir all of them see (gs:// or a shared file system): the chief
 writes config, checkpoints, summaries and grids, the others only take part.
 
+One trainer per workdir: the run (the chief, under multi-worker) holds
+W/lease.json's lease until it ends (bigbigan_tf/lease.py); a second trainer on
+a busy workdir is refused before it writes anything.
+
 Exit status: 0 done; 2 bad input (config file, --config.FIELD, workdir, data,
-unreadable checkpoints), reported in one line; 128 + signal when stopped by
-SIGTERM / SIGINT after saving a checkpoint.
+unreadable checkpoints), a workdir in use by another run, or a failed write
+(full disk, quota, permissions: the last good checkpoint is kept), reported in
+one line; 128 + signal when stopped by SIGTERM / SIGINT (in the loop after
+saving a checkpoint; during set-up at once, with nothing half-written).
 """
 
 import os
@@ -88,13 +94,43 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # First thing: a signal during set-up (loading TensorFlow, building,
+  # restoring, the step-0 save) ends the run at once, nothing half-written;
+  # the training loop answers them itself (preemption.StopSignal).
+  from bigbigan_tf import preemption  # pylint: disable=g-import-not-at-top
+  preemption.answer_during_set_up()
+  try:
+    _main()
+  except preemption.SetUpInterrupted as e:
+    name = e.signal_name
+    message = (f'Received {name} during set-up, before training started: '
+               'nothing half-written. Re-run the same command to start or '
+               'resume.')
+    logging.warning('%s', message)
+    print(message, file=sys.stderr)
+    _exit_now(128 + {'SIGTERM': 15, 'SIGINT': 2}[name])
+
+
+def _exit_now(code: int) -> None:
+  """Exits without the interpreter's slow shutdown (see _main)."""
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)  # pylint: disable=protected-access
+
+
+def _main():
+  """Trains; what goes wrong before or during the run is one line, exit 2."""
   # Imported here so --help answers without loading TensorFlow.
   from bigbigan_tf import checkpoints  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import distribute  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import lease  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import write_faults  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   try:
     if _CPU_DEVICES.value > 1:
@@ -106,9 +142,19 @@ def main(argv):
   except (config_lib.ConfigError, checkpoints.ConfigConflictError,
           checkpoints.WorkdirError, checkpoints.UnreadableCheckpointError,
           data_lib.DataError, distribute.StrategyError,
-          hardware.HardwareError, train_lib.NonFiniteLossError) as e:
+          hardware.HardwareError, lease.LeaseHeldError,
+          train_lib.NonFiniteLossError) as e:
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except (tf.errors.OpError, OSError) as e:
+    # A full disk, a quota or a permission while writing checkpoints,
+    # summaries, grids, config.json or hardware.json.
+    message = write_faults.message(e, _WORKDIR.value)
+    if message is None:
+      raise
+    logging.error('%s: %s', type(e).__name__, e)
+    print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
   logging.info('Finished at step %d; checkpoint %s.', result['step'],
                result['checkpoint'])
@@ -118,10 +164,7 @@ def main(argv):
     # has seconds left, so skip the interpreter's slow shutdown. After a
     # signal during tracing ('abandoned_loop_call') the loop call still runs
     # in a daemon thread, which a normal shutdown could wait on or crash in.
-    logging.flush()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # pylint: disable=protected-access
+    _exit_now(code)
 
 
 if __name__ == '__main__':

@@ -9,6 +9,8 @@ Workdir layout (train.py writes it; export and evaluation read it):
                      train.checkpoint_data_iterator, the data position)
   train/             TensorBoard summaries
   grids/             samples_STEP.png, reconstructions_STEP.png
+  lease.json         who holds the workdir (the one training run allowed to
+                     write it; bigbigan_tf/lease.py)
 
 `restore` rebuilds a workdir's TrainState from a checkpoint in float32;
 `check_checkpoint_complete` makes sure a checkpoint holds every variable of
@@ -394,3 +396,45 @@ def restore(workdir: str, *, checkpoint: Optional[str] = None
         'would leave the missing ones at their random initial values. '
         f'Details: {str(e)[:500]}') from e
   return config, state, checkpoint
+
+
+def remove_stale_temps(directory: str) -> list[str]:
+  """Deletes `*_temp` directories a save left behind in `directory`.
+
+  tf.train.CheckpointManager writes ckpt-STEP_temp/ first and moves it into
+  place when the save is complete; a full disk, or a SIGKILL, during the save
+  leaves it. Call only while holding the workdir's lease (no save can be
+  under way). Each removal is logged.
+
+  Returns:
+    The removed directories.
+  """
+  removed = []
+  if not tf.io.gfile.isdir(directory):
+    return removed
+  for temp in sorted(tf.io.gfile.glob(os.path.join(directory, '*_temp'))):
+    if tf.io.gfile.isdir(temp):
+      tf.io.gfile.rmtree(temp)
+      logging.warning('Removed %s, the unfinished part of a checkpoint save '
+                      'that did not complete (a full disk, or the process '
+                      'killed during the save).', temp)
+      removed.append(temp)
+  return removed
+
+
+def log_resume_changes(config: ml_collections.ConfigDict,
+                       workdir: str) -> None:
+  """Logs every resumable field this run changes (config_lib.RESUMABLE_FIELDS).
+
+  The speed switches and the precision are left to W/hardware.json's record;
+  the others (num_train_steps, optim.grad_accum_steps, ...) are logged here.
+  """
+  if not tf.io.gfile.exists(os.path.join(workdir, config_lib.CONFIG_FILENAME)):
+    return
+  old = load_config(workdir)
+  logged = [f for f in config_lib.RESUMABLE_FIELDS
+            if f not in hardware.SWITCHES and f != 'train.precision']
+  for field, before, now in config_lib.diff(old, config, ignore=()):
+    if field in logged:
+      logging.info('Resuming %s with %s = %r (it was %r).', workdir, field,
+                   now, before)

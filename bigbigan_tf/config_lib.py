@@ -26,8 +26,12 @@ DATA_NAME_FORMS = "'mnist', 'tfds:NAME' or 'folder:PATH'"
 # Fields that may change when a run is resumed: training longer is not a
 # different experiment, and the speed switches and precision follow the
 # hardware ('auto'; a resume that resolves them differently is logged and
-# recorded in W/hardware.json).
-RESUMABLE_FIELDS = ('num_train_steps', 'train.precision') + hardware.SWITCHES
+# recorded in W/hardware.json). optim.grad_accum_steps only changes how a
+# batch is split into micro-batches, not the model or its updates' meaning,
+# and train.lease_expiry_s only the workdir's lease; a resume logs both.
+RESUMABLE_FIELDS = ('num_train_steps', 'train.precision',
+                    'optim.grad_accum_steps',
+                    'train.lease_expiry_s') + hardware.SWITCHES
 
 
 class ConfigError(ValueError):
@@ -147,6 +151,10 @@ def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
   for field in ('steps_per_loop', 'checkpoint_every', 'log_every'):
     _check(isinstance(t[field], int) and t[field] >= 1, 'train.' + field,
            t[field], 'it must be an integer >= 1')
+  _check(isinstance(t.lease_expiry_s, (int, float))
+         and not isinstance(t.lease_expiry_s, bool) and t.lease_expiry_s >= 3,
+         'train.lease_expiry_s', t.lease_expiry_s,
+         'it must be a number of seconds >= 3')
   _check(0 <= t.ema_decay < 1, 'train.ema_decay', t.ema_decay,
          'it must be in [0, 1)')
   for field in hardware.SWITCHES:
@@ -191,6 +199,7 @@ FIELDS_ADDED_LATER = {
     'optim.grad_accum_steps': 1,
     'model.generator.channel_multipliers': (),
     'model.discriminator.channel_multipliers': (),
+    'train.lease_expiry_s': 300,
 }
 
 

@@ -1,11 +1,50 @@
-"""SIGTERM / SIGINT answered inside a training-loop call (docs/scaling.md)."""
+"""SIGTERM / SIGINT at any moment of a run (docs/scaling.md).
+
+During set-up (building, restoring, the step-0 save) `answer_during_set_up`'s
+handler raises `SetUpInterrupted` in the main thread: whatever was being
+written is abandoned through its cleanup (atomic writes remove their
+temporary file; a cut-short checkpoint save leaves ckpt-STEP_temp/, which the
+next run removes), and train.py exits 128 + the signal. Once the loop runs,
+`StopSignal` takes over: the signal is answered inside a loop call, after a
+checkpoint.
+
+TensorFlow and Keras are imported where used: train.py installs the set-up
+handler before it loads them.
+"""
 
 import signal
 import threading
 import time
 
-import keras
-import tensorflow as tf
+
+class SetUpInterrupted(BaseException):
+  """SIGTERM / SIGINT before the training loop started.
+
+  A BaseException, like KeyboardInterrupt, so that no `except Exception`
+  on the way swallows it.
+  """
+
+  def __init__(self, name: str):
+    super().__init__(name)
+    self.signal_name = name
+
+
+def answer_during_set_up() -> None:
+  """Makes SIGTERM / SIGINT raise SetUpInterrupted in the main thread.
+
+  The first signal raises; later ones are ignored, so the cleanup the first
+  one triggers (removing a temporary file) is not cut short in turn.
+  """
+  raised = []
+
+  def handle(signum, frame):
+    del frame
+    if not raised:
+      raised.append(signum)
+      raise SetUpInterrupted(signal.Signals(signum).name)
+
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, handle)
 
 
 class StopSignal:
@@ -58,6 +97,8 @@ class StopSignal:
       being traced or compiled): nothing new to save, so the call is left
       running in its (daemon) thread and the caller must exit the process.
     """
+    import keras  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if self.received is not None:
       trainer.stop_requested.assign(True)
     trainer.steps_in_call.assign(0)

@@ -10,6 +10,7 @@ The workdir layout, the checkpointed `TrainState` and `restore` live in
 `bigbigan_tf.checkpoints`.
 """
 
+import contextlib
 import os
 import time
 from typing import Any, Optional
@@ -26,6 +27,7 @@ from bigbigan_tf import data as data_lib
 from bigbigan_tf import distribute
 from bigbigan_tf import grids
 from bigbigan_tf import hardware
+from bigbigan_tf import lease
 from bigbigan_tf import monitoring
 from bigbigan_tf import precision
 from bigbigan_tf import preemption
@@ -73,14 +75,16 @@ def _format_eta(seconds: float) -> str:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       strategy: Optional[tf.distribute.Strategy] = None
-                       ) -> dict[str, Any]:
+                       strategy: Optional[tf.distribute.Strategy] = None,
+                       lease_mode: str = 'auto') -> dict[str, Any]:
   """Trains (or resumes) BigBiGAN in `workdir` up to `config.num_train_steps`.
 
   Args:
     config: a full config (configs/base.py).
     workdir: where config, checkpoints, summaries and grids go (gs:// works).
     strategy: a tf.distribute strategy; None = the default (one device).
+    lease_mode: how the chief holds the workdir (`lease.hold`): 'auto' (an
+      OS lock locally, a lease file on gs://), or 'lock' / 'file'.
 
   Returns:
     {'step': final step, 'metrics': the last logged metrics (floats),
@@ -94,6 +98,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ConfigError / checkpoints.ConfigConflictError / DataError /
       checkpoints.WorkdirError / checkpoints.UnreadableCheckpointError /
       hardware.HardwareError: before training starts.
+    lease.LeaseHeldError: another run holds the workdir; nothing written.
     NonFiniteLossError: a loss became NaN/inf (last good checkpoint kept).
   """
   strategy = strategy or tf.distribute.get_strategy()
@@ -102,6 +107,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # anything is written (a bad ONEDNN_MAX_CPU_ISA raises HardwareError); the
   # workdir keeps the config as given, and W/hardware.json what it became.
   resolution = hardware.resolve(config)
+  # One writer per workdir: the chief holds the lease (bigbigan_tf/lease.py)
+  # before it writes anything, for the whole run; the other workers of a
+  # multi-worker run take part in the chief's run and take none.
+  checkpoints.check_workdir_is_directory(workdir)
+  held = (lease.hold(workdir, expiry_s=config.train.lease_expiry_s,
+                     mode=lease_mode) if distribute.is_chief(strategy)
+          else contextlib.nullcontext())
+  with held:
+    return _set_up_and_train(config, workdir, strategy, resolution)
+
+
+def _set_up_and_train(config, workdir, strategy, resolution):
+  if distribute.is_chief(strategy):
+    # A save cut short (a full disk, a SIGKILL) leaves ckpt-STEP_temp/.
+    checkpoints.remove_stale_temps(
+        os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
+  checkpoints.log_resume_changes(config, workdir)
   # Every worker checks the config; the chief alone writes it.
   checkpoints.check_workdir_config(config, workdir,
                                    write=distribute.is_chief(strategy))

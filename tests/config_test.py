@@ -84,6 +84,23 @@ class ConfigTest(tf.test.TestCase):
     self.assertEqual(config_lib.diff(config, other),
                      [('optim.d_lr', config.optim.d_lr, 1.0)])
 
+  def test_grad_accum_steps_may_change_on_resume_and_is_logged(self):
+    from bigbigan_tf import checkpoints  # pylint: disable=g-import-not-at-top
+    config = tiny.get_config()
+    other = tiny.get_config()
+    with other.unlocked():
+      other.num_train_steps = 8
+      other.optim.grad_accum_steps = 2
+    with tempfile.TemporaryDirectory() as workdir:
+      config_lib.save(config, workdir)
+      checkpoints.check_workdir_config(other, workdir, write=False)
+      with self.assertLogs(level='INFO') as logs:
+        checkpoints.log_resume_changes(other, workdir)
+    self.assertEqual(
+        [r.getMessage() for r in logs.records],
+        [f'Resuming {workdir} with num_train_steps = 8 (it was 4).',
+         f'Resuming {workdir} with optim.grad_accum_steps = 2 (it was 1).'])
+
   def test_load_fills_fields_added_later_with_their_old_behaviour(self):
     import json  # pylint: disable=g-import-not-at-top
     import os  # pylint: disable=g-import-not-at-top

@@ -1,18 +1,23 @@
 """Two MultiWorkerMirroredStrategy workers on loopback: chief-only writes.
 
 Two processes with TF_CONFIG (ports on 127.0.0.1) train the tiny config 4
-steps, then resume to 8, as `train.py --strategy=multi_worker` does (a small
-driver calls the same functions, then reports a checksum of its variables in
-a file outside the workdir, to compare the workers' weights).
+steps, then resume for a long loop that a SIGTERM to the second worker alone
+stops, as `train.py --strategy=multi_worker` does (a small driver calls the
+same functions, then reports a checksum of its variables in a file outside
+the workdir, to compare the workers' weights). The chief holds the workdir's
+lease; the other worker takes none, so it does not refuse its own chief.
 """
 
 import glob
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 import tensorflow as tf
 
@@ -20,10 +25,12 @@ import testing
 
 _DRIVER = r'''
 import json, sys
+from absl import logging
 import numpy as np
 from bigbigan_tf import distribute, train_lib
 from bigbigan_tf.configs import tiny
 
+logging.set_verbosity(logging.INFO)
 workdir, steps, report = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 strategy = distribute.make_strategy(kind='multi_worker')  # as train.py
 config = tiny.get_config()
@@ -31,7 +38,9 @@ with config.unlocked():
   config.num_train_steps = steps
   for field in ('steps_per_loop', 'checkpoint_every', 'grid_every',
                 'log_every'):
-    config.train[field] = 4
+    # One loop call up to the next 1000 or the end: 4 steps, then one a
+    # signal must cut short.
+    config.train[field] = 1000
 result = train_lib.train_and_evaluate(config, workdir, strategy=strategy)
 state = result['state']
 sums = {}
@@ -41,7 +50,8 @@ for group in ('g_vars', 'e_vars', 'd_vars'):
                                                         np.float64)))
 with open(report, 'w') as f:
   json.dump({'step': int(state.step.numpy()), 'chief':
-             distribute.is_chief(strategy), 'sums': sums}, f)
+             distribute.is_chief(strategy), 'sums': sums,
+             'stopped_by': result['stopped_by']}, f)
 '''
 
 
@@ -57,7 +67,8 @@ def _free_ports(n):
 
 class MultiWorkerTest(tf.test.TestCase):
 
-  def _run_workers(self, workdir, steps, reports_dir):
+  def _run_workers(self, workdir, steps, reports_dir, sigterm_worker=None):
+    """Runs both workers; SIGTERM to one once its loop runs, if asked."""
     workers = [f'127.0.0.1:{p}' for p in _free_ports(2)]
     procs = []
     for index in range(2):
@@ -70,11 +81,27 @@ class MultiWorkerTest(tf.test.TestCase):
           [sys.executable, '-c', _DRIVER, workdir, str(steps), report],
           cwd=testing.REPO, env=env, stdout=subprocess.PIPE,
           stderr=subprocess.STDOUT, text=True)))
+    outputs = [[] for _ in procs]
+    readers = [threading.Thread(target=lambda p, o: o.extend(p.stdout),
+                                args=(proc, out), daemon=True)
+               for (_, proc), out in zip(procs, outputs)]
+    for reader in readers:
+      reader.start()
     reports = []
     try:
-      for report, proc in procs:
-        output, _ = proc.communicate(timeout=900)
-        self.assertEqual(proc.returncode, 0, output[-4000:])
+      if sigterm_worker is not None:
+        proc, lines = procs[sigterm_worker][1], outputs[sigterm_worker]
+        deadline = time.time() + 900
+        while not any('compiled and running' in line for line in lines):
+          self.assertIsNone(proc.poll(), ''.join(lines)[-4000:])
+          self.assertLess(time.time(), deadline)
+          time.sleep(0.1)
+        time.sleep(1)  # some steps into the long loop call
+        proc.send_signal(signal.SIGTERM)
+      for ((report, proc), reader, lines) in zip(procs, readers, outputs):
+        proc.wait(timeout=900)
+        reader.join(timeout=30)
+        self.assertEqual(proc.returncode, 0, ''.join(lines)[-4000:])
         with open(report) as f:
           reports.append(json.load(f))
     finally:
@@ -87,13 +114,26 @@ class MultiWorkerTest(tf.test.TestCase):
   def test_chief_writes_alone_and_workers_stay_equal(self):
     workdir = self.create_tempdir().full_path
     reports_dir = tempfile.mkdtemp()  # Outside the workdir.
-    for steps in (4, 8):
-      reports = self._run_workers(workdir, steps, reports_dir)
+    stop_step = None
+    for steps in (4, 100000):
+      reports = self._run_workers(
+          workdir, steps, reports_dir,
+          sigterm_worker=None if steps == 4 else 1)
       chief, other = reports
       self.assertTrue(chief['chief'])
       self.assertFalse(other['chief'])
-      self.assertEqual(chief['step'], steps)
-      self.assertEqual(other['step'], steps)
+      if steps == 4:
+        self.assertEqual(chief['step'], steps)
+        self.assertIsNone(chief['stopped_by'])
+      else:
+        # The signal reached worker 1 only; the all-reduced stop flag
+        # stopped the chief at the same step, and both saved it.
+        stop_step = chief['step']
+        self.assertGreater(stop_step, 4)
+        self.assertLess(stop_step, 1000)
+        self.assertEqual(chief['stopped_by'], 'SIGTERM')
+        self.assertEqual(other['stopped_by'], 'SIGTERM')
+      self.assertEqual(other['step'], chief['step'])
       # Gradients are all-reduced: the same update on both workers.
       self.assertEqual(sorted(chief['sums']), sorted(other['sums']))
       self.assertGreater(len(chief['sums']), 50)
@@ -107,19 +147,19 @@ class MultiWorkerTest(tf.test.TestCase):
 
     self.assertEqual(sorted(os.listdir(workdir)),
                      ['checkpoints', 'config.json', 'grids', 'hardware.json',
-                      'train'])
+                      'lease.json', 'train'])
     self.assertFalse(glob.glob(os.path.join(workdir, '**', 'workertemp_*'),
                                recursive=True))
     names = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
     self.assertEqual(names, ['checkpoint'] + [
-        f'ckpt-{s}.{ext}' for s in (0, 4, 8)
+        f'ckpt-{s}.{ext}' for s in (0, 4, stop_step)
         for ext in ('data-00000-of-00001', 'index')])
     self.assertEqual(sorted(os.listdir(os.path.join(workdir, 'grids'))),
                      [f'{k}_{s:08d}.png' for k in ('reconstructions',
                                                    'samples')
-                      for s in (4, 8)])
+                      for s in (4,)])
     reader = tf.train.load_checkpoint(os.path.join(workdir, 'checkpoints',
-                                                   'ckpt-8'))
+                                                   f'ckpt-{stop_step}'))
     self.assertEqual(int(reader.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE')),
                      8)
 

@@ -216,5 +216,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # a resumed run sees exactly the batches an uninterrupted one would. Costs
   # checkpoint size (the buffer's decoded images); off at ImageNet scale.
   config.train.checkpoint_data_iterator = False
+  # One trainer per workdir (bigbigan_tf/lease.py). On gs:// and other remote
+  # file systems, which have no OS locks, the chief's lease file W/lease.json
+  # lasts this many seconds unless renewed (it is, every third of it): a run
+  # that died blocks a new one at most this long. Local workdirs use an OS
+  # lock that dies with its process instead.
+  config.train.lease_expiry_s = 300
 
   return config
