@@ -31,6 +31,9 @@ def get_config(name: str = 'biggan32'):
       config.model.discriminator.channel_multipliers = ()
       config.model.discriminator.h_width = 256
       config.model.discriminator.j_width = 256
+      # And the deterministic E they were measured with (the offline default
+      # turned stochastic on 2026-12-05; the noise costs one multiply-add).
+      config.model.encoder.stochastic = False
     if name == 'biggan32':
       # BigGAN-PyTorch's 32px G and D (ch 32, batch 16), offline default's E.
       config.batch_size = 16
