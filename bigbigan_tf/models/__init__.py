@@ -2,6 +2,7 @@
 
 from typing import NamedTuple, Optional
 
+import keras
 import ml_collections
 import numpy as np
 
@@ -64,3 +65,13 @@ def build_networks(model_config: ml_collections.ConfigDict, *,
   encoder(x_e, noise=z)
   discriminator(x, z)
   return Networks(generator, encoder, discriminator)
+
+
+def load(path: str) -> keras.Model:
+  """Loads a network an export wrote as .keras (e.g. 'E/keras/encoder.keras').
+
+  The same as `keras.saving.load_model(path)` once this package is imported
+  (which registers the networks' classes); works on every Keras backend and
+  does not import TensorFlow on JAX or PyTorch.
+  """
+  return keras.saving.load_model(path)
