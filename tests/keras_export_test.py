@@ -82,6 +82,13 @@ class KerasExportTest(unittest.TestCase):
     nets = models.build_networks(cls.config.model)
     cls.nets = {'encoder': nets.encoder, 'generator': nets.generator,
                 'discriminator': nets.discriminator}
+    # Power iterations, as training does, so that D's spectral norms (and its
+    # scores) have trained-network magnitudes rather than 1e6.
+    m = cls.config.model
+    for _ in range(20):
+      nets.discriminator(np.zeros((2, m.resolution, m.resolution, 3),
+                                  np.float32),
+                         np.ones((2, m.z_dim), np.float32), training=True)
     module = export_lib.BigBiGANModule(
         **cls.nets, model_config=cls.config.model, step=0, use_ema=True,
         standing_stats_batches=0)
