@@ -32,6 +32,9 @@ _STANDING_STATS_BATCHES = flags.DEFINE_integer(
     'Batches over which G\'s and E\'s batch-norm statistics are recomputed '
     '(BigGAN standing statistics); 0 keeps the checkpoint\'s moving '
     'averages.', lower_bound=0)
+_KERAS_MODELS = flags.DEFINE_bool(
+    'keras_models', True, 'Also write E, G and D as native Keras 3 models, '
+    'EXPORT/keras/{encoder,generator,discriminator}.keras (docs/export.md).')
 _STANDING_STATS_BATCH_SIZE = flags.DEFINE_integer(
     'standing_stats_batch_size', defaults.STANDING_STATS_BATCH_SIZE,
     'Examples per standing-statistics batch.', lower_bound=1)
@@ -51,6 +54,7 @@ def main(argv):
     path = export_lib.export(
         _WORKDIR.value, _EXPORT_DIR.value, checkpoint=_CHECKPOINT.value,
         use_ema=not _NO_EMA.value, overwrite=_OVERWRITE.value,
+        keras_models=_KERAS_MODELS.value,
         standing_stats_batches=_STANDING_STATS_BATCHES.value,
         standing_stats_batch_size=_STANDING_STATS_BATCH_SIZE.value)
   except (FileNotFoundError, FileExistsError, config_lib.ConfigError,

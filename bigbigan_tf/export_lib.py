@@ -1,78 +1,12 @@
 """Export: a TF2 SavedModel with the DeepMind BigBiGAN TF Hub interface.
 
-The exported module follows the interface of DeepMind's BigBiGAN TF Hub
-modules (tfhub.dev/deepmind/bigbigan-resnet50). For a config with G resolution
-R, encoder resolution R_E and latent size z_dim it has four signatures:
-
-  generate        z [N, z_dim] -> default [N, R, R, 3] in [-1, 1],
-                                  upsampled [N, 2R, 2R, 3] (nearest 2x)
-  encode          x [N, R_E, R_E, 3] in [-1, 1] -> z_mean, z_stdev, z_sample,
-                                  default (= z_mean) [N, z_dim],
-                                  avepool_feat [N, F], bn_crelu_feat [N, 2F]
-  discriminate    x [N, R, R, 3], z [N, z_dim] -> score_x, score_z, score_xz [N]
-  serving_default x as in encode -> default [N, z_dim]
-
-All inputs are float32 with a dynamic batch N. The same functions are methods
-of the loaded object (`m.generate(z)`, `m.encode(x)`, `m.discriminate(x, z)`,
-each returning a dict). `encode` draws fresh noise for `z_sample` on every
-call. The module also holds `step` (the checkpoint's training step),
-`standing_stats_batches` and `use_ema` (int64 / bool variables), and two
-assets: `assets/config.json` (the run's resolved config) and
-`assets/export_info.json` (checkpoint, EMA choice, batch-norm statistics).
-
-For fine-tuning E, the module also implements TF Hub's Reusable SavedModel
-API: `m(x, training=False)` returns the `encode` outputs (traced for
-`training` False and True), `m.trainable_variables` are E's trainable
-weights, `m.variables` all of G's, E's and D's, `m.regularization_losses` is
-empty; and `m.encode_train(x)` (= `m(x, training=True)`) runs E in training
-mode: batch statistics, moving statistics updated, fresh `z_sample` noise.
-hub.KerasLayer(path, trainable=True, output_key='avepool_feat') and
-keras.layers.TFSMLayer(path, call_endpoint='encode',
-call_training_endpoint='encode_train', trainable=True) train E with them
-(docs/finetuning.md). The moving statistics training mode updates are the
-ones every inference function reads, so after fine-tuning in a process the
-signatures use them; only training mode changes them.
-
-Inference is batch-independent: every batch norm runs in inference mode, on
-moving statistics. Those of the EMA networks are copied from the live
-networks at checkpoint time and do not fit the averaged weights, so by
-default export recomputes them as BigGAN's "standing statistics": the moving
-mean and variance of every batch norm are set to the plain average, over
-`standing_stats_batches` batches, of the batch statistics seen in a
-training-mode pass (G on z ~ N(0, I); E on real training images, central
-crops as at inference, no augmentation). This is done by setting each batch
-norm's momentum to 0, so after each pass its moving statistics hold that
-batch's statistics, and averaging them in float64. Everything else a
-training-mode pass changes (spectral-norm vectors) is put back. With
-`standing_stats_batches=0` the checkpoint's moving statistics are exported
-as they are.
-
-Wrong inputs (rank, spatial size, channels) fail with a message naming the
-expected shape:
-  - signatures (`m.signatures['encode'](x=...)`, hub.KerasLayer): the
-    functions check the shape at run time and raise
-    InvalidArgumentError: `encode: x must be float32 [N, 64, 64, 3] in
-    [-1, 1]; got shape [2 32 32 3]`. This also covers callers whose graphs
-    do not know the shape (e.g. a model on `Input(shape=(None, None, 3))`).
-    A wrong dtype is refused before the function runs: `input #0 was
-    expected to be a float tensor but is a double tensor`.
-  - methods (`m.encode(x)`; also TFSMLayer(call_endpoint='encode'), which
-    prefers the method to the signature): tf.function binds the argument to its
-    TensorSpec first and raises TypeError: `Can not cast TensorSpec(shape=(2,
-    32, 32, 3), ...) to TensorSpec(shape=(None, 64, 64, 3),
-    dtype=tf.float32, name='x')`. NumPy arrays of another dtype are converted
-    to float32 silently (so uint8 images in 0..255 are not caught; scale them
-    to [-1, 1] first); tf.Tensors of another dtype are refused.
-Values outside [-1, 1] are not checked.
-
-The export is written to a temporary sibling of the export directory and
-renamed into place, so a failed export never leaves a partial module.
-
-`overwrite` replaces only an exported module (`check_overwritable`): a
-directory holding saved_model.pb and this project's two assets, and nothing
-but what a SavedModel holds. A workdir, a directory holding the workdir being
-exported, the home directory, a non-empty directory of other files or a file
-are refused with `OverwriteRefusedError`, and nothing is deleted.
+Writes, atomically, the SavedModel (signatures generate, encode, discriminate,
+serving_default; TF Hub's Reusable SavedModel API for fine-tuning E), its
+assets config.json and export_info.json, and native Keras 3 copies of the
+networks in keras/*.keras (keras_export.py). The exported weights are the EMA
+G and E by default, with recomputed standing batch-norm statistics.
+docs/export.md is the user guide: signatures, shapes, errors, standing
+statistics, overwrite rules and the file layout.
 """
 
 import datetime
@@ -91,13 +25,15 @@ import tensorflow as tf
 from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
 from bigbigan_tf import defaults
+from bigbigan_tf import keras_export
 from bigbigan_tf import standing_stats
 
 CONFIG_ASSET = 'config.json'
 INFO_ASSET = 'export_info.json'
-# What tf.saved_model.save writes into a module directory (with the assets).
+# What tf.saved_model.save writes into a module directory (with the assets),
+# and the native Keras models.
 _SAVED_MODEL_ENTRIES = frozenset({'saved_model.pb', 'variables', 'assets',
-                                  'fingerprint.pb'})
+                                  'fingerprint.pb', keras_export.KERAS_DIR})
 
 
 class OverwriteRefusedError(FileExistsError):
@@ -406,12 +342,14 @@ def _refuse_existing(export_dir: str, overwrite: bool, *,
 
 def save_module(module: BigBiGANModule, export_dir: str, *,
                 config: ml_collections.ConfigDict, info: dict[str, Any],
-                overwrite: bool = False) -> str:
+                overwrite: bool = False, keras_models: bool = True) -> str:
   """Writes `module` as a SavedModel at `export_dir`, atomically.
 
   The module is saved to a temporary sibling directory (`E.tmp-XXXXXXXX`),
   then renamed to `export_dir`; on failure the sibling is removed and
-  `export_dir` is left as it was. (On gs:// a directory rename copies object
+  `export_dir` is left as it was. With `keras_models` the networks are also
+  written as keras/*.keras (keras_export.py) and info gets their layout
+  under 'keras'. (On gs:// a directory rename copies object
   by object, so a reader could see a partly renamed module during the rename
   itself; a failed save still never touches `export_dir`. A killed process
   may leave the sibling behind.)
@@ -428,6 +366,8 @@ def save_module(module: BigBiGANModule, export_dir: str, *,
   suffix = uuid.uuid4().hex[:8]
   tmp_dir = f'{export_dir}.tmp-{suffix}'
   old_dir = f'{export_dir}.old-{suffix}'
+  if keras_models:
+    info = {**info, 'keras': keras_export.layout_info()}
   with tempfile.TemporaryDirectory() as asset_dir:
     assets = {}
     for name, content in ((CONFIG_ASSET, config_lib.to_dict(config)),
@@ -440,6 +380,9 @@ def save_module(module: BigBiGANModule, export_dir: str, *,
     module.info_file = assets[INFO_ASSET]
     try:
       tf.saved_model.save(module, tmp_dir, signatures=module.signatures())
+      if keras_models:
+        keras_export.write_keras_models(
+            vars(module._networks), tmp_dir)  # pylint: disable=protected-access
       replacing = tf.io.gfile.exists(export_dir)
       if replacing:
         # Moved aside, not deleted, until the new module is in place.
@@ -462,6 +405,7 @@ def save_module(module: BigBiGANModule, export_dir: str, *,
 
 def export(workdir: str, export_dir: str, *, checkpoint: Optional[str] = None,
            use_ema: bool = True, overwrite: bool = False,
+           keras_models: bool = True,
            standing_stats_batches: int = (
                defaults.STANDING_STATS_BATCHES),
            standing_stats_batch_size: int = (
@@ -476,6 +420,7 @@ def export(workdir: str, export_dir: str, *, checkpoint: Optional[str] = None,
       latest in the workdir.
     use_ema: export the EMA weights of G and E (default) or the live ones.
     overwrite: replace an existing `export_dir`, if it is an exported module.
+    keras_models: also write keras/{encoder,generator,discriminator}.keras.
     standing_stats_batches: batches of standing statistics for G's and E's
       batch norms (0 = keep the checkpoint's moving statistics).
     standing_stats_batch_size: examples per standing-statistics batch.
@@ -517,4 +462,4 @@ def export(workdir: str, export_dir: str, *, checkpoint: Optional[str] = None,
   info['checkpoint'] = checkpoint
   info['workdir'] = workdir
   return save_module(module, export_dir, config=config, info=info,
-                     overwrite=overwrite)
+                     overwrite=overwrite, keras_models=keras_models)

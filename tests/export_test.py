@@ -107,6 +107,16 @@ class ExportTest(tf.test.TestCase):
 
   # ------------------------------------------------------------ contract
 
+  def test_cli_writes_keras_models(self):
+    code, _, err = self.cli['ok']
+    self.assertEqual(code, 0, err[-2000:])
+    self.assertEqual(
+        sorted(os.listdir(os.path.join(self.cli_dir, 'keras'))),
+        ['discriminator.keras', 'encoder.keras', 'generator.keras'])
+    with open(os.path.join(self.cli_dir, 'assets',
+                           export_lib.INFO_ASSET)) as f:
+      self.assertIn('keras', json.load(f))
+
   def test_signatures_follow_the_hub_contract(self):
     sigs = self.hub_module.signatures
     self.assertCountEqual(sigs.keys(), export_lib.SIGNATURE_NAMES)

@@ -1,7 +1,8 @@
 """The three BigBiGAN networks and a factory that builds them from a config."""
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
+import keras
 import ml_collections
 import numpy as np
 
@@ -18,21 +19,26 @@ class Networks(NamedTuple):
   discriminator: Discriminator
 
 
-def build_networks(model_config: ml_collections.ConfigDict) -> Networks:
+def build_networks(model_config: ml_collections.ConfigDict, *,
+                   fast_ops: Optional[FastOps] = None) -> Networks:
   """Creates G, E and D from `config.model` and builds their weights.
 
   Args:
     model_config: the `model` section of a config (see configs/base.py).
+    fast_ops: how to compute convolutions and batch norms; default:
+      `FastOps.from_config(model_config)`. `FastOps.plain()` gives the plain
+      Keras path that runs on every backend and saves as `.keras`.
 
   Returns:
     Networks(generator, encoder, discriminator), each called once on zeros
     (batch 2) so every weight exists, e.g. for checkpoint restore. All three
-    hold the same `fast_ops` (fast_ops.FastOps.from_config(model_config)).
+    hold the same `fast_ops`.
   """
   m = model_config
   # One resolution of the speed switches ('auto' follows this machine) for
   # all three networks.
-  fast_ops = FastOps.from_config(m)
+  if fast_ops is None:
+    fast_ops = FastOps.from_config(m)
   g, e, d = m.generator, m.encoder, m.discriminator
   generator = Generator(
       resolution=m.resolution, z_dim=m.z_dim, ch=g.ch,
@@ -59,3 +65,13 @@ def build_networks(model_config: ml_collections.ConfigDict) -> Networks:
   encoder(x_e, noise=z)
   discriminator(x, z)
   return Networks(generator, encoder, discriminator)
+
+
+def load(path: str) -> keras.Model:
+  """Loads a network an export wrote as .keras (e.g. 'E/keras/encoder.keras').
+
+  The same as `keras.saving.load_model(path)` once this package is imported
+  (which registers the networks' classes); works on every Keras backend and
+  does not import TensorFlow on JAX or PyTorch.
+  """
+  return keras.saving.load_model(path)

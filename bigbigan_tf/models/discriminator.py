@@ -6,8 +6,10 @@ the pair from F's and H's features. All linear maps are spectrally normalised.
 
 import keras
 from keras import ops
+import numpy as np
 
 from bigbigan_tf.models import layers
+from bigbigan_tf.models import serialization
 from bigbigan_tf.models.fast_ops import FastOps
 
 # BigGAN's discriminator per input resolution: (output width of each block,
@@ -117,7 +119,8 @@ class JointDiscriminator(keras.Model):
                     'float32')
 
 
-class Discriminator(keras.Model):
+@serialization.register
+class Discriminator(serialization.SavedArgs, keras.Model):
   """D(x, z) -> {'score_x', 'score_z', 'score_xz'}, each [B] float32.
 
   x: [B, R, R, 3] in [-1, 1] at G's resolution; z: [B, z_dim].
@@ -129,6 +132,12 @@ class Discriminator(keras.Model):
                fast_ops: FastOps = FastOps(), name: str = 'discriminator',
                **kwargs):
     super().__init__(name=name, **kwargs)
+    self._record_args(
+        resolution=resolution, ch=ch,
+        attention_resolution=attention_resolution, h_width=h_width,
+        h_depth=h_depth, j_width=j_width, j_depth=j_depth,
+        channel_multipliers=tuple(channel_multipliers))
+    self.resolution = resolution
     self.fast_ops = fast_ops
     self.f = ImageDiscriminator(resolution=resolution, ch=ch,
                                 attention_resolution=attention_resolution,
@@ -136,6 +145,15 @@ class Discriminator(keras.Model):
                                 fast_ops=fast_ops)
     self.h = LatentDiscriminator(width=h_width, depth=h_depth)
     self.j = JointDiscriminator(width=j_width, depth=j_depth)
+
+  def _build_config(self) -> dict:
+    # z's size is not a constructor argument: it is read from H's weights.
+    return {'z_dim': int(self.h.mlp.proj.kernel.shape[0])}
+
+  def _build_inputs(self, build_config: dict) -> tuple:
+    r = self.resolution
+    return (np.zeros((1, r, r, 3), np.float32),
+            np.zeros((1, build_config['z_dim']), np.float32))
 
   def call(self, x, z, training=False):
     x_features, s_x = self.f(x, training=training)

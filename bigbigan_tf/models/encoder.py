@@ -8,9 +8,11 @@ features) and `blocks_per_stage` gives shallow variants for tests.
 from typing import Optional, Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 from bigbigan_tf.models import layers
+from bigbigan_tf.models import serialization
 from bigbigan_tf.models.fast_ops import FastOps
 
 _STAGE_WIDTHS = (64, 128, 256, 512)  # bottleneck widths; outputs are 4x
@@ -58,7 +60,8 @@ class BottleneckV2(keras.layers.Layer):
     return h + shortcut
 
 
-class Encoder(keras.Model):
+@serialization.register
+class Encoder(serialization.SavedArgs, keras.Model):
   """E: x [B, R_E, R_E, 3] in [-1, 1] -> dict of features and latents.
 
   Returns:
@@ -83,6 +86,12 @@ class Encoder(keras.Model):
                fast_ops: FastOps = FastOps(), name: str = 'encoder',
                **kwargs):
     super().__init__(name=name, **kwargs)
+    self._record_args(
+        z_dim=z_dim, blocks_per_stage=tuple(blocks_per_stage),
+        width_multiplier=width_multiplier, head_depth=head_depth,
+        head_width=head_width, bn_epsilon=bn_epsilon,
+        bn_momentum=bn_momentum, stochastic=stochastic,
+        **self._extra_args())
     self.z_dim = z_dim
     self.stochastic = stochastic
     self.fast_ops = fast_ops
@@ -99,6 +108,17 @@ class Encoder(keras.Model):
     self.skip_out = (keras.layers.Dense(2 * z_dim, use_bias=False,
                                         name='skip_out')
                      if head_depth > 0 else None)
+
+  def _extra_args(self) -> dict:
+    """A subclass's own constructor arguments, for `get_config`."""
+    return {}
+
+  def _build_config(self) -> dict:
+    return {'z_dim': self.z_dim}
+
+  def _build_inputs(self, build_config: dict) -> tuple:
+    # Any size of at least 32 creates the same weights (global pooling).
+    return (np.zeros((1, 32, 32, 3), np.float32),)
 
   def _build_trunk(self, blocks_per_stage: Sequence[int],
                    width_multiplier: float, bn: dict) -> None:

@@ -5,6 +5,7 @@ import keras
 from keras import ops
 
 from bigbigan_tf.models import layers
+from bigbigan_tf.models import serialization
 from bigbigan_tf.models.fast_ops import FastOps
 
 # BigGAN's channel multipliers per output resolution: (input width of each
@@ -56,7 +57,8 @@ def z_chunk_sizes(z_dim: int, num_blocks: int) -> list[int]:
   return [len(a) for a in np.array_split(np.arange(z_dim), num_blocks + 1)]
 
 
-class Generator(layers.BlockStack, keras.Model):
+@serialization.register
+class Generator(serialization.SavedArgs, layers.BlockStack, keras.Model):
   """G: z [B, z_dim] -> image [B, R, R, 3] in [-1, 1] (tanh).
 
   z is split into num_blocks + 1 chunks: the first feeds the linear layer that
@@ -74,6 +76,11 @@ class Generator(layers.BlockStack, keras.Model):
                fast_ops: FastOps = FastOps(), name: str = 'generator',
                **kwargs):
     super().__init__(name=name, **kwargs)
+    self._record_args(
+        resolution=resolution, z_dim=z_dim, ch=ch,
+        attention_resolution=attention_resolution, embed_dim=embed_dim,
+        bn_epsilon=bn_epsilon, bn_momentum=bn_momentum,
+        channel_multipliers=tuple(channel_multipliers))
     if resolution not in G_ARCH:
       raise ValueError(f'Generator resolution {resolution} is not one of '
                        f'{sorted(G_ARCH)}.')
@@ -105,6 +112,12 @@ class Generator(layers.BlockStack, keras.Model):
       self.embedding = self.add_weight(
           name='embedding', shape=(embed_dim,),
           initializer=keras.initializers.RandomNormal(stddev=1.0))
+
+  def _build_config(self) -> dict:
+    return {'z_dim': self.z_dim}
+
+  def _build_inputs(self, build_config: dict) -> tuple:
+    return (np.zeros((1, self.z_dim), np.float32),)
 
   def call(self, z, training=False):
     z = ops.cast(z, self.compute_dtype)

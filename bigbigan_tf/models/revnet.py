@@ -25,6 +25,7 @@ from keras import ops
 
 from bigbigan_tf.models import encoder as encoder_lib
 from bigbigan_tf.models import layers
+from bigbigan_tf.models import serialization
 from bigbigan_tf.models.fast_ops import FastOps
 
 
@@ -153,6 +154,7 @@ def _reversible_stage(blocks, x):
   return stage(x)
 
 
+@serialization.register
 class RevNetEncoder(encoder_lib.Encoder):
   """E with a RevNet-50 trunk; outputs and head as `encoder.Encoder`.
 
@@ -164,6 +166,9 @@ class RevNetEncoder(encoder_lib.Encoder):
   def __init__(self, *, reversible_grad: bool = True, **kwargs):
     self.reversible_grad = reversible_grad
     super().__init__(**kwargs)
+
+  def _extra_args(self) -> dict:
+    return {'reversible_grad': self.reversible_grad}
 
   def _build_trunk(self, blocks_per_stage: Sequence[int],
                    width_multiplier: float, bn: dict) -> None:
