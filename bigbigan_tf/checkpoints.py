@@ -382,3 +382,15 @@ def restore(workdir: str, *, checkpoint: Optional[str] = None
         'would leave the missing ones at their random initial values. '
         f'Details: {str(e)[:500]}') from e
   return config, state, checkpoint
+
+
+def resolve_checkpoint(workdir: str, checkpoint: Optional[str]) -> Optional[str]:
+  """`checkpoint`, with 'best' turned into the kept best (W/best/) prefix.
+
+  Raises:
+    FileNotFoundError: 'best' was asked for and W/best does not exist yet.
+  """
+  if checkpoint != 'best':
+    return checkpoint
+  from bigbigan_tf.evaluation import best  # pylint: disable=g-import-not-at-top
+  return best.best_checkpoint(workdir)

@@ -51,7 +51,8 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', defaults.EVAL_BATCH_SIZE,
                                    'Images per forward pass.', lower_bound=1)
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, 'Checkpoint to evaluate, e.g. W/checkpoints/ckpt-500 '
-    '(default: the latest in --workdir).')
+    '(default: the latest in --workdir); best = the kept best checkpoint '
+    '(W/best/, from --watch or config.eval).')
 _FEATURE = flags.DEFINE_enum(
     'feature', defaults.PROBE_FEATURE, list(defaults.FEATURES),
     'Frozen encoder output for the linear probe.')
@@ -93,7 +94,9 @@ def main(argv):
   try:
     result = evaluate_lib.evaluate(
         _WORKDIR.value, metrics=metrics, module=_MODULE.value,
-        checkpoint=_CHECKPOINT.value, num_samples=_NUM_SAMPLES.value,
+        checkpoint=checkpoints.resolve_checkpoint(_WORKDIR.value,
+                                                  _CHECKPOINT.value),
+        num_samples=_NUM_SAMPLES.value,
         batch_size=_BATCH_SIZE.value, feature=_FEATURE.value,
         inception=_INCEPTION.value, seed=_SEED.value,
         probe_epochs=_PROBE_EPOCHS.value,
