@@ -110,3 +110,37 @@ class WatchTest(unittest.TestCase):
 
 if __name__ == '__main__':
   unittest.main()
+
+
+class WatchEndToEndTest(unittest.TestCase):
+  """A tiny run and `eval/evaluate.py --watch` in separate processes."""
+
+  def test_watcher_follows_a_run_and_best_exports(self):
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
+    from tests import testing  # pylint: disable=g-import-not-at-top
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=repo)
+    workdir = tempfile.mkdtemp()
+    # The watcher waits for the workdir's config; so train first for the
+    # config, then watch while nothing else runs (2 checkpoints: 2 and 4).
+    testing.train_tiny(workdir, steps=4)
+    watcher = subprocess.run(
+        [sys.executable, 'eval/evaluate.py', f'--workdir={workdir}', '--watch',
+         '--metrics=recon_accuracy', '--select=recon_accuracy',
+         '--num_samples=16', '--batch_size=8', '--timeout_s=60',
+         '--digit_classifier_epochs=1', '--standing_stats_batches=0'],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    self.assertEqual(watcher.returncode, 0, watcher.stderr[-3000:])
+    self.assertIn('final step 4', watcher.stdout)
+    self.assertTrue(os.path.exists(watch.results_path(workdir, 4)))
+    self.assertEqual(best.read_best(workdir)['metric'], 'recon_accuracy')
+    export_dir = os.path.join(workdir, 'export_best')
+    exported = subprocess.run(
+        [sys.executable, 'export.py', f'--workdir={workdir}',
+         f'--export_dir={export_dir}', '--checkpoint=best',
+         '--standing_stats_batches=0'],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    self.assertEqual(exported.returncode, 0, exported.stderr[-3000:])
+    self.assertIsNotNone(hub.load(export_dir))
