@@ -22,7 +22,8 @@ _EXPORT_DIR = flags.DEFINE_string('export_dir', None,
                                   'Where to write the SavedModel (gs:// ok).')
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, 'Checkpoint to export, e.g. W/checkpoints/ckpt-500 '
-    '(default: the latest in --workdir).')
+    '(default: the latest in --workdir); best = the kept best checkpoint '
+    '(W/best/, from --watch or config.eval).')
 _NO_EMA = flags.DEFINE_bool('no_ema', False, 'Export the live G and E '
                             'instead of their EMA weights (the default).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
@@ -52,7 +53,9 @@ def main(argv):
 
   try:
     path = export_lib.export(
-        _WORKDIR.value, _EXPORT_DIR.value, checkpoint=_CHECKPOINT.value,
+        _WORKDIR.value, _EXPORT_DIR.value,
+        checkpoint=checkpoints.resolve_checkpoint(_WORKDIR.value,
+                                                  _CHECKPOINT.value),
         use_ema=not _NO_EMA.value, overwrite=_OVERWRITE.value,
         keras_models=_KERAS_MODELS.value,
         standing_stats_batches=_STANDING_STATS_BATCHES.value,

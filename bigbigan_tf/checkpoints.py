@@ -438,3 +438,15 @@ def log_resume_changes(config: ml_collections.ConfigDict,
     if field in logged:
       logging.info('Resuming %s with %s = %r (it was %r).', workdir, field,
                    now, before)
+
+
+def resolve_checkpoint(workdir: str, checkpoint: Optional[str]) -> Optional[str]:
+  """`checkpoint`, with 'best' turned into the kept best (W/best/) prefix.
+
+  Raises:
+    FileNotFoundError: 'best' was asked for and W/best does not exist yet.
+  """
+  if checkpoint != 'best':
+    return checkpoint
+  from bigbigan_tf.evaluation import best  # pylint: disable=g-import-not-at-top
+  return best.best_checkpoint(workdir)

@@ -18,6 +18,7 @@ arguments are wrong (unknown metric, no workdir / checkpoint, bad module).
 """
 
 import json
+import os
 import sys
 
 from absl import app
@@ -51,7 +52,8 @@ _BATCH_SIZE = flags.DEFINE_integer('batch_size', defaults.EVAL_BATCH_SIZE,
                                    'Images per forward pass.', lower_bound=1)
 _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, 'Checkpoint to evaluate, e.g. W/checkpoints/ckpt-500 '
-    '(default: the latest in --workdir).')
+    '(default: the latest in --workdir); best = the kept best checkpoint '
+    '(W/best/, from --watch or config.eval).')
 _FEATURE = flags.DEFINE_enum(
     'feature', defaults.PROBE_FEATURE, list(defaults.FEATURES),
     'Frozen encoder output for the linear probe.')
@@ -76,6 +78,57 @@ _STANDING_STATS_BATCHES = flags.DEFINE_integer(
     'standing statistics for the EMA networks\' batch norms, as export.py '
     'computes them; 0 keeps the moving statistics of the live networks.',
     lower_bound=0)
+_WATCH = flags.DEFINE_bool(
+    'watch', False, 'Follow the run: evaluate each new checkpoint of '
+    'WORKDIR/checkpoints (newest first when behind, none twice, also after a '
+    'restart) and keep the best in WORKDIR/best/; exits 0 after the final '
+    'step (config.num_train_steps) or --timeout_s without a new checkpoint.')
+_SELECT = flags.DEFINE_string(
+    'select', 'auto', 'With --watch: metric choosing WORKDIR/best/ (fid, kid, '
+    'digit_fid: lower is better; is, recon_accuracy, linear_probe: higher); '
+    'auto = fid if it is among --metrics, else linear_probe.')
+_TIMEOUT_S = flags.DEFINE_float(
+    'timeout_s', 3600.0, 'With --watch: stop after this many seconds '
+    'without a new checkpoint.', lower_bound=0)
+_THREADS = flags.DEFINE_integer(
+    'threads', 0, 'TensorFlow intra- and inter-op threads (0 = TF default); '
+    'with --watch default 1, to leave the cores to the trainer.',
+    lower_bound=0)
+_NICE = flags.DEFINE_integer(
+    'nice', 10, 'With --watch: lower the process priority by this much '
+    '(os.nice) so the trainer goes first.', lower_bound=0)
+
+
+def _watch(evaluate_kwargs, metrics):
+  """--watch: the sidecar loop (bigbigan_tf/evaluation/watch.py)."""
+  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import checkpoints
+  from bigbigan_tf.evaluation import best
+  from bigbigan_tf.evaluation import evaluate_lib
+  from bigbigan_tf.evaluation import watch
+  # pylint: enable=g-import-not-at-top
+  workdir = _WORKDIR.value
+  checkpoints.check_workdir_is_directory(workdir)
+  config = checkpoints.load_config(workdir)
+  names = (evaluate_lib.check_metrics(metrics.split(',')) if metrics
+           else evaluate_lib.default_metrics(config))
+  select = _SELECT.value
+  if select == 'auto':
+    select = 'fid' if 'fid' in names else 'linear_probe'
+  key = best.selection_key(select)
+  if key.split('/')[0] not in names:
+    raise evaluate_lib.EvaluationError(
+        f'--select={select} needs the metric {key.split("/")[0]} in '
+        f'--metrics (have {",".join(names)}).')
+
+  def evaluate_fn(checkpoint):
+    return evaluate_lib.evaluate(workdir, metrics=names,
+                                 checkpoint=checkpoint, **evaluate_kwargs)
+
+  message = watch.watch(workdir, evaluate_fn,
+                        final_step=int(config.num_train_steps),
+                        select=select, timeout_s=_TIMEOUT_S.value)
+  print(message)
 
 
 def main(argv):
@@ -86,14 +139,35 @@ def main(argv):
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf.evaluation import best  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import features  # pylint: disable=g-import-not-at-top
 
   metrics = None if _METRICS.value == 'auto' else _METRICS.value
+  threads = _THREADS.value or (1 if _WATCH.value else 0)
+  if threads:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+  if _WATCH.value and _NICE.value:
+    os.nice(_NICE.value)
+  evaluate_kwargs = dict(
+      num_samples=_NUM_SAMPLES.value,
+      batch_size=_BATCH_SIZE.value, feature=_FEATURE.value,
+      inception=_INCEPTION.value, seed=_SEED.value,
+      probe_epochs=_PROBE_EPOCHS.value,
+      digit_classifier_epochs=_DIGIT_CLASSIFIER_EPOCHS.value,
+      prdc_k=_PRDC_K.value,
+      standing_stats_batches=_STANDING_STATS_BATCHES.value)
   try:
+    if _WATCH.value:
+      _watch(evaluate_kwargs, metrics)
+      return
     result = evaluate_lib.evaluate(
         _WORKDIR.value, metrics=metrics, module=_MODULE.value,
-        checkpoint=_CHECKPOINT.value, num_samples=_NUM_SAMPLES.value,
+        checkpoint=checkpoints.resolve_checkpoint(_WORKDIR.value,
+                                                  _CHECKPOINT.value),
+        num_samples=_NUM_SAMPLES.value,
         batch_size=_BATCH_SIZE.value, feature=_FEATURE.value,
         inception=_INCEPTION.value, seed=_SEED.value,
         probe_epochs=_PROBE_EPOCHS.value,
@@ -103,7 +177,8 @@ def main(argv):
   except (evaluate_lib.EvaluationError, features.ModuleLoadError,
           FileNotFoundError, config_lib.ConfigError,
           data_lib.DataError, checkpoints.UnreadableCheckpointError,
-          checkpoints.WorkdirError, hardware.HardwareError) as e:
+          checkpoints.WorkdirError, hardware.HardwareError,
+          best.SelectError) as e:
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

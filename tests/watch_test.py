@@ -1,0 +1,146 @@
+"""The sidecar watcher's order and restart rules, and the best-checkpoint rule.
+
+The checkpoints here are stand-in files (ckpt-N.index / .data) and the
+metric is injected, so the rules are tested without training noise; the
+real evaluation library runs in evaluate_test.py.
+"""
+
+import json
+import os
+import tempfile
+import unittest
+
+from bigbigan_tf.evaluation import best
+from bigbigan_tf.evaluation import watch
+
+
+def _make_checkpoint(workdir, step):
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  os.makedirs(ckpt_dir, exist_ok=True)
+  prefix = os.path.join(ckpt_dir, f'ckpt-{step}')
+  for suffix in ('.index', '.data-00000-of-00001'):
+    with open(prefix + suffix, 'w') as f:
+      f.write(f'step {step}')
+  return prefix
+
+
+class FakeEvaluator:
+  """Writes results_step{N}.json like evaluate_lib, with metric = f(step)."""
+
+  def __init__(self, workdir, metric):
+    self.workdir, self.metric, self.steps = workdir, metric, []
+
+  def __call__(self, checkpoint):
+    step = int(checkpoint.rsplit('-', 1)[1])
+    self.steps.append(step)
+    result = {'step': step, 'metrics': {'fid': self.metric(step),
+                                        'recon_accuracy': 0.5}}
+    os.makedirs(os.path.join(self.workdir, 'eval'), exist_ok=True)
+    with open(watch.results_path(self.workdir, step), 'w') as f:
+      json.dump(result, f)
+    return result
+
+
+class BestTest(unittest.TestCase):
+
+  def test_directions(self):
+    self.assertTrue(best.is_better('fid', 1.0, 2.0))
+    self.assertFalse(best.is_better('fid', 2.0, 1.0))
+    self.assertTrue(best.is_better('linear_probe', 0.9, 0.5))
+    self.assertFalse(best.is_better('recon_accuracy', 0.5, 0.5))
+    with self.assertRaises(best.SelectError):
+      best.selection_key('nonsense')
+
+  def test_copy_follows_the_injected_metric(self):
+    workdir = tempfile.mkdtemp()
+    fid = {2: 5.0, 4: 3.0, 6: 4.0, 8: 1.0}
+    for step in (2, 4, 6, 8):
+      prefix = _make_checkpoint(workdir, step)
+      best.update_best(workdir, prefix, step, {'fid': fid[step]}, 'fid')
+      kept = best.read_best(workdir)
+      want = min((s for s in fid if s <= step), key=fid.get)
+      self.assertEqual(kept['step'], want)
+      with open(best.best_checkpoint(workdir) + '.index') as f:
+        self.assertEqual(f.read(), f'step {want}')
+    self.assertEqual(sorted(os.listdir(os.path.join(workdir, 'best'))),
+                     ['best.json', 'ckpt-8.data-00000-of-00001',
+                      'ckpt-8.index'])
+
+  def test_no_best_yet_is_a_clear_error(self):
+    with self.assertRaisesRegex(FileNotFoundError, '--watch'):
+      best.best_checkpoint(tempfile.mkdtemp())
+
+
+class WatchTest(unittest.TestCase):
+
+  def test_newest_first_then_ends_at_final_step(self):
+    workdir = tempfile.mkdtemp()
+    for step in (2, 4, 6):
+      _make_checkpoint(workdir, step)
+    evaluator = FakeEvaluator(workdir, lambda s: 10.0 - s)
+    message = watch.watch(workdir, evaluator, final_step=6, select='fid',
+                          timeout_s=5, poll_s=0.05)
+    self.assertEqual(evaluator.steps, [6])
+    self.assertIn('final step 6', message)
+
+  def test_timeout_restart_and_deleted_checkpoint(self):
+    workdir = tempfile.mkdtemp()
+    for step in (2, 4):
+      _make_checkpoint(workdir, step)
+    evaluator = FakeEvaluator(workdir, lambda s: float(s))
+
+    def deleting_evaluator(checkpoint):
+      # While step 4 is evaluated, the manager deletes step 2.
+      for name in os.listdir(os.path.join(workdir, 'checkpoints')):
+        if name.startswith('ckpt-2.'):
+          os.remove(os.path.join(workdir, 'checkpoints', name))
+      return evaluator(checkpoint)
+
+    message = watch.watch(workdir, deleting_evaluator, final_step=100,
+                          select='fid', timeout_s=0.3, poll_s=0.05)
+    self.assertIn('No new checkpoint', message)
+    self.assertEqual(evaluator.steps, [4])
+    # A restart with a new checkpoint evaluates only that one.
+    _make_checkpoint(workdir, 6)
+    watch.watch(workdir, evaluator, final_step=100, select='fid',
+                timeout_s=0.3, poll_s=0.05)
+    self.assertEqual(evaluator.steps, [4, 6])
+    self.assertEqual(best.read_best(workdir)['step'], 4)
+
+
+if __name__ == '__main__':
+  unittest.main()
+
+
+class WatchEndToEndTest(unittest.TestCase):
+  """A tiny run and `eval/evaluate.py --watch` in separate processes."""
+
+  def test_watcher_follows_a_run_and_best_exports(self):
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
+    from tests import testing  # pylint: disable=g-import-not-at-top
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=repo)
+    workdir = tempfile.mkdtemp()
+    # The watcher waits for the workdir's config; so train first for the
+    # config, then watch while nothing else runs (2 checkpoints: 2 and 4).
+    testing.train_tiny(workdir, steps=4)
+    watcher = subprocess.run(
+        [sys.executable, 'eval/evaluate.py', f'--workdir={workdir}', '--watch',
+         '--metrics=recon_accuracy', '--select=recon_accuracy',
+         '--num_samples=16', '--batch_size=8', '--timeout_s=60',
+         '--digit_classifier_epochs=1', '--standing_stats_batches=0'],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    self.assertEqual(watcher.returncode, 0, watcher.stderr[-3000:])
+    self.assertIn('final step 4', watcher.stdout)
+    self.assertTrue(os.path.exists(watch.results_path(workdir, 4)))
+    self.assertEqual(best.read_best(workdir)['metric'], 'recon_accuracy')
+    export_dir = os.path.join(workdir, 'export_best')
+    exported = subprocess.run(
+        [sys.executable, 'export.py', f'--workdir={workdir}',
+         f'--export_dir={export_dir}', '--checkpoint=best',
+         '--standing_stats_batches=0'],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    self.assertEqual(exported.returncode, 0, exported.stderr[-3000:])
+    self.assertIsNotNone(hub.load(export_dir))
