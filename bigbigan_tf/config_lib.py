@@ -31,7 +31,9 @@ DATA_NAME_FORMS = "'mnist', 'tfds:NAME' or 'folder:PATH'"
 # and train.lease_expiry_s only the workdir's lease; a resume logs both.
 RESUMABLE_FIELDS = ('num_train_steps', 'train.precision',
                     'optim.grad_accum_steps',
-                    'train.lease_expiry_s') + hardware.SWITCHES
+                    'train.lease_expiry_s', 'eval.every_steps',
+                    'eval.metrics', 'eval.num_samples',
+                    'eval.select') + hardware.SWITCHES
 
 
 class ConfigError(ValueError):
@@ -155,6 +157,14 @@ def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
          and not isinstance(t.lease_expiry_s, bool) and t.lease_expiry_s >= 3,
          'train.lease_expiry_s', t.lease_expiry_s,
          'it must be a number of seconds >= 3')
+  ev = config.eval
+  _check(isinstance(ev.every_steps, int) and ev.every_steps >= 0
+         and ev.every_steps % t.checkpoint_every == 0, 'eval.every_steps',
+         ev.every_steps, 'it must be 0 (off) or a multiple of '
+         f'train.checkpoint_every ({t.checkpoint_every}): evaluation reads '
+         'the checkpoint just saved')
+  _check(isinstance(ev.num_samples, int) and ev.num_samples >= 2,
+         'eval.num_samples', ev.num_samples, 'it must be an integer >= 2')
   _check(0 <= t.ema_decay < 1, 'train.ema_decay', t.ema_decay,
          'it must be in [0, 1)')
   for field in hardware.SWITCHES:
@@ -200,6 +210,10 @@ FIELDS_ADDED_LATER = {
     'model.generator.channel_multipliers': (),
     'model.discriminator.channel_multipliers': (),
     'train.lease_expiry_s': 300,
+    'eval.every_steps': 0,
+    'eval.metrics': '',
+    'eval.num_samples': 1000,
+    'eval.select': 'auto',
 }
 
 

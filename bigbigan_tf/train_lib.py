@@ -103,6 +103,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """
   strategy = strategy or tf.distribute.get_strategy()
   config_lib.validate(config, num_replicas=strategy.num_replicas_in_sync)
+  # config.eval's metrics, checked before anything is written.
+  InProcessEvaluation(config, workdir, chief=False)
   # 'auto' precision and speed switches, settled for this machine before
   # anything is written (a bad ONEDNN_MAX_CPU_ISA raises HardwareError); the
   # workdir keeps the config as given, and W/hardware.json what it became.
@@ -189,9 +191,91 @@ def _record_hardware(resolution, workdir, step, strategy, snapshot):
     distribute.remove_worker_dir(temp, strategy)
 
 
+def _log(state, writer, out, *, step, total, ips, eta, collapse, checkpoint,
+         images):
+  """One log step: the line, collapse warnings and TensorBoard scalars.
+
+  `images` (the chief's fixed held-out batch, None elsewhere) feed the
+  encoder's noise signals, computed here rather than in the compiled step.
+  """
+  logging.info('step %d/%d (%.1f%%): d_loss %.4f, eg_loss %.4f, '
+               '%.1f images/s, ETA %s', step, total, 100 * step / total,
+               out['d_loss'], out['eg_loss'], ips, _format_eta(eta))
+  svs = monitoring.singular_values(
+      {'generator': state.nets.generator,
+       'discriminator': state.nets.discriminator})
+  for alarm in collapse.update(step, monitoring.collapse_signals(out, svs)):
+    logging.warning('%s', monitoring.describe(alarm, checkpoint=checkpoint))
+  scalars = dict(out)
+  scalars.update(monitoring.summary_scalars(svs))
+  scalars['images_per_second'] = ips
+  if images is not None:
+    scalars.update(monitoring.encoder_noise(state.nets.encoder, images))
+  for name, opt in (('g', state.g_opt), ('e', state.e_opt),
+                    ('d', state.d_opt)):
+    lr = tf.convert_to_tensor(opt.learning_rate.value)
+    scalars[f'learning_rate/{name}'] = float(lr)
+  with writer.as_default():
+    for k, v in scalars.items():
+      tf.summary.scalar(k, v, step=step)
+  writer.flush()
+
+
+class InProcessEvaluation:
+  """config.eval inside training: the chief evaluates after a checkpoint.
+
+  The same library, outputs and best-checkpoint rule as the sidecar
+  (`eval/evaluate.py --watch`, bigbigan_tf/evaluation/watch.py).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
+               chief: bool):
+    """Checks the metrics before training starts.
+
+    Raises:
+      config_lib.ConfigError: an unknown metric or selection metric.
+    """
+    from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
+    from bigbigan_tf.evaluation import watch  # pylint: disable=g-import-not-at-top
+    self._evaluate_lib, self._watch = evaluate_lib, watch
+    self.workdir, self.num_samples = workdir, config.eval.num_samples
+    self.every = config.eval.every_steps if chief else 0
+    if not config.eval.every_steps:
+      return
+    metrics = [m.strip() for m in config.eval.metrics.split(',') if m.strip()]
+    try:
+      self.metrics, self.select = watch.plan(config, metrics or None,
+                                             config.eval.select)
+    except evaluate_lib.EvaluationError as e:
+      raise config_lib.ConfigError(
+          f'config.eval.metrics = {config.eval.metrics!r}, config.eval.select '
+          f'= {config.eval.select!r}: {e}') from None
+
+  def due(self, step: int, total: int) -> bool:
+    return bool(self.every) and (step % self.every == 0 or step == total)
+
+  def __call__(self, checkpoint: str, step: int) -> float:
+    """Evaluates `checkpoint` (at `step`); returns the seconds it took."""
+    start = time.time()
+
+    def evaluate_fn(path):
+      return self._evaluate_lib.evaluate(
+          self.workdir, metrics=self.metrics, checkpoint=path,
+          num_samples=self.num_samples)
+
+    self._watch.evaluate_and_select(self.workdir, checkpoint, step,
+                                    evaluate_fn, self.select)
+    seconds = time.time() - start
+    logging.info('In-process evaluation of step %d took %.1f s (kept out of '
+                 'images/s and the ETA).', step, seconds)
+    return seconds
+
+
 def _train(config, workdir, strategy, resolution):
   t = config.train
   chief = distribute.is_chief(strategy)
+  # Checks config.eval's metrics before any work.
+  in_process_eval = InProcessEvaluation(config, workdir, chief=chief)
   checkpoint_dir = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
   # Non-chiefs save into a temporary directory, deleted after each save.
   write_dir = distribute.worker_write_dir(checkpoint_dir, strategy)
@@ -250,6 +334,8 @@ def _train(config, workdir, strategy, resolution):
   start_step, start_time = step, time.time()
   last_log_time, last_log_step = start_time, step
   collapse = monitoring.CollapseDetector()
+  # Evaluation time, kept out of images/s and the ETA.
+  eval_seconds = eval_seconds_total = 0.0
   saved_step, first_call, abandoned = step, True, False
 
   def _log_compiled(seconds):
@@ -293,30 +379,12 @@ def _train(config, workdir, strategy, resolution):
       if steps_run and (step % t.log_every == 0 or step == total):
         now = time.time()
         ips = (step - last_log_step) * config.batch_size / max(
-            now - last_log_time, 1e-9)
-        eta = (total - step) * (now - start_time) / max(step - start_step, 1)
-        logging.info('step %d/%d (%.1f%%): d_loss %.4f, eg_loss %.4f, '
-                     '%.1f images/s, ETA %s', step, total, 100 * step / total,
-                     out['d_loss'], out['eg_loss'], ips, _format_eta(eta))
-        svs = monitoring.singular_values(
-            {'generator': state.nets.generator,
-             'discriminator': state.nets.discriminator})
-        for alarm in collapse.update(step,
-                                     monitoring.collapse_signals(out, svs)):
-          logging.warning('%s', monitoring.describe(
-              alarm, checkpoint=last_checkpoint))
-        with writer.as_default():
-          for k, v in out.items():
-            tf.summary.scalar(k, v, step=step)
-          for k, v in monitoring.summary_scalars(svs).items():
-            tf.summary.scalar(k, v, step=step)
-          tf.summary.scalar('images_per_second', ips, step=step)
-          for name, opt in (('g', state.g_opt), ('e', state.e_opt),
-                            ('d', state.d_opt)):
-            lr = tf.convert_to_tensor(opt.learning_rate.value)
-            tf.summary.scalar(f'learning_rate/{name}', float(lr), step=step)
-        writer.flush()
-        last_log_time, last_log_step = now, step
+            now - last_log_time - eval_seconds, 1e-9)
+        eta = (total - step) * (now - start_time - eval_seconds_total) / max(
+            step - start_step, 1)
+        _log(state, writer, out, step=step, total=total, ips=ips, eta=eta,
+             collapse=collapse, checkpoint=last_checkpoint, images=fixed_real)
+        last_log_time, last_log_step, eval_seconds = now, step, 0.0
       grid_now = (t.grid_every and step % t.grid_every == 0) or step == total
       # Read the flag once: a signal arriving after this point stops the
       # next loop call before its first step, never between the decision
@@ -332,6 +400,10 @@ def _train(config, workdir, strategy, resolution):
       if save_now and step != saved_step:
         last_checkpoint = save(step)
         saved_step = step
+        if in_process_eval.due(step, total) and stopping is None:
+          seconds = in_process_eval(last_checkpoint, step)
+          eval_seconds += seconds
+          eval_seconds_total += seconds
       if stopping is not None:
         stopped_by = stopping
         logging.warning('Received %s: saved %s at step %d; re-run the same '

@@ -86,7 +86,8 @@ _WATCH = flags.DEFINE_bool(
 _SELECT = flags.DEFINE_string(
     'select', 'auto', 'With --watch: metric choosing WORKDIR/best/ (fid, kid, '
     'digit_fid: lower is better; is, recon_accuracy, linear_probe: higher); '
-    'auto = fid if it is among --metrics, else linear_probe.')
+    'auto = fid if it is among --metrics, else linear_probe, else the first '
+    'of digit_fid, recon_accuracy, kid, is.')
 _TIMEOUT_S = flags.DEFINE_float(
     'timeout_s', 3600.0, 'With --watch: stop after this many seconds '
     'without a new checkpoint.', lower_bound=0)
@@ -103,30 +104,22 @@ def _watch(evaluate_kwargs, metrics):
   """--watch: the sidecar loop (bigbigan_tf/evaluation/watch.py)."""
   # pylint: disable=g-import-not-at-top
   from bigbigan_tf import checkpoints
-  from bigbigan_tf.evaluation import best
   from bigbigan_tf.evaluation import evaluate_lib
   from bigbigan_tf.evaluation import watch
   # pylint: enable=g-import-not-at-top
   workdir = _WORKDIR.value
   checkpoints.check_workdir_is_directory(workdir)
   config = checkpoints.load_config(workdir)
-  names = (evaluate_lib.check_metrics(metrics.split(',')) if metrics
-           else evaluate_lib.default_metrics(config))
-  select = _SELECT.value
-  if select == 'auto':
-    select = 'fid' if 'fid' in names else 'linear_probe'
-  key = best.selection_key(select)
-  if key.split('/')[0] not in names:
-    raise evaluate_lib.EvaluationError(
-        f'--select={select} needs the metric {key.split("/")[0]} in '
-        f'--metrics (have {",".join(names)}).')
+  names, select = watch.plan(config, metrics.split(',') if metrics else None,
+                             _SELECT.value)
 
   def evaluate_fn(checkpoint):
     return evaluate_lib.evaluate(workdir, metrics=names,
                                  checkpoint=checkpoint, **evaluate_kwargs)
 
   message = watch.watch(workdir, evaluate_fn,
-                        final_step=int(config.num_train_steps),
+                        final_step=lambda: int(
+                            checkpoints.load_config(workdir).num_train_steps),
                         select=select, timeout_s=_TIMEOUT_S.value)
   print(message)
 

@@ -108,10 +108,6 @@ class WatchTest(unittest.TestCase):
     self.assertEqual(best.read_best(workdir)['step'], 4)
 
 
-if __name__ == '__main__':
-  unittest.main()
-
-
 class WatchEndToEndTest(unittest.TestCase):
   """A tiny run and `eval/evaluate.py --watch` in separate processes."""
 
@@ -123,17 +119,28 @@ class WatchEndToEndTest(unittest.TestCase):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=repo)
     workdir = tempfile.mkdtemp()
-    # The watcher waits for the workdir's config; so train first for the
-    # config, then watch while nothing else runs (2 checkpoints: 2 and 4).
-    testing.train_tiny(workdir, steps=4)
-    watcher = subprocess.run(
+    # Checkpoints 0 and 2; then the run is resumed to step 4 while the
+    # watcher runs, which re-reads num_train_steps from config.json.
+    testing.train_tiny(workdir, steps=2)
+    watcher = subprocess.Popen(
         [sys.executable, 'eval/evaluate.py', f'--workdir={workdir}', '--watch',
          '--metrics=recon_accuracy', '--select=recon_accuracy',
-         '--num_samples=16', '--batch_size=8', '--timeout_s=60',
+         '--num_samples=16', '--batch_size=8', '--timeout_s=120',
          '--digit_classifier_epochs=1', '--standing_stats_batches=0'],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    testing.train_tiny(workdir, steps=4)
+    stdout, stderr = watcher.communicate(timeout=600)
+    watcher.stdout, watcher.stderr = stdout, stderr
+    evaluated = sorted(int(n[len('results_step'):-len('.json')])
+                       for n in os.listdir(os.path.join(workdir, 'eval'))
+                       if n.startswith('results_step'))
+    # Step 2 first (the newest when it started), then 0 or 4, ending at 4.
+    self.assertGreaterEqual(len(evaluated), 2, (evaluated, stderr[-3000:]))
+    self.assertIn(4, evaluated)
+    self.assertIn('Evaluated step 2', stderr)
     self.assertEqual(watcher.returncode, 0, watcher.stderr[-3000:])
-    self.assertIn('final step 4', watcher.stdout)
+    self.assertIn('final step 4', stdout)
     self.assertTrue(os.path.exists(watch.results_path(workdir, 4)))
     self.assertEqual(best.read_best(workdir)['metric'], 'recon_accuracy')
     export_dir = os.path.join(workdir, 'export_best')
@@ -144,3 +151,36 @@ class WatchEndToEndTest(unittest.TestCase):
         cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     self.assertEqual(exported.returncode, 0, exported.stderr[-3000:])
     self.assertIsNotNone(hub.load(export_dir))
+
+
+class InProcessEvaluationTest(unittest.TestCase):
+  """config.eval.every_steps: the chief evaluates after its checkpoints."""
+
+  def test_results_at_the_asked_steps_and_best_kept(self):
+    from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
+    from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
+    from bigbigan_tf.configs import tiny  # pylint: disable=g-import-not-at-top
+    workdir = tempfile.mkdtemp()
+    config = tiny.get_config()
+    with config.unlocked():
+      config.num_train_steps = 3
+      config.train.checkpoint_every = 1
+      config.eval.every_steps = 2
+      config.eval.metrics = 'recon_accuracy'
+      config.eval.num_samples = 16
+    result = train_lib.train_and_evaluate(config, workdir)
+    self.assertEqual(result['step'], 3)
+    done = sorted(os.listdir(os.path.join(workdir, 'eval')))
+    # Step 2 (every 2) and the final step 3; not 1.
+    self.assertIn('results_step2.json', done)
+    self.assertIn('results_step3.json', done)
+    self.assertNotIn('results_step1.json', done)
+    self.assertIn(best.read_best(workdir)['step'], (2, 3))
+    self.assertEqual(best.read_best(workdir)['metric'], 'recon_accuracy')
+    # A metric that cannot be computed fails before any training.
+    with config.unlocked():
+      config.eval.metrics = 'recon_accuracy,nonsense'
+    fresh = os.path.join(tempfile.mkdtemp(), 'w')
+    with self.assertRaisesRegex(config_lib.ConfigError, 'nonsense'):
+      train_lib.train_and_evaluate(config, fresh)
+    self.assertFalse(os.path.exists(fresh))

@@ -223,4 +223,25 @@ def get_base_config() -> ml_collections.ConfigDict:
   # lock that dies with its process instead.
   config.train.lease_expiry_s = 300
 
+  # Evaluation inside the training process (the chief's, after a checkpoint):
+  # the same outputs as eval/evaluate.py (W/eval/results_step{N}.json,
+  # TensorBoard scalars and grids at that step) and the same best-checkpoint
+  # rule (W/best/). The sidecar `eval/evaluate.py --watch` does the same
+  # beside the trainer, and is the route for TPU pods.
+  config.eval = ml_collections.ConfigDict()
+  # Evaluate every this many steps (a multiple of train.checkpoint_every) and
+  # at the final step; 0 = never. Off by default: one evaluation of the
+  # offline default costs about 50 s, more than 5% of its whole run.
+  config.eval.every_steps = 0
+  # Comma-separated metrics (eval/evaluate.py --metrics); '' = the default
+  # for the data (bigbigan_tf.evaluation.evaluate_lib.default_metrics).
+  config.eval.metrics = ''
+  # Generated images for IS / FID / KID / digit_fid, and the cap on real
+  # evaluation images.
+  config.eval.num_samples = 1000
+  # Metric that chooses W/best/ (fid, kid, digit_fid: lower is better;
+  # is, linear_probe, recon_accuracy: higher); 'auto' = fid if computed,
+  # else linear_probe, else the first of digit_fid, recon_accuracy, kid, is.
+  config.eval.select = 'auto'
+
   return config

@@ -11,7 +11,7 @@ step has been evaluated, or when no new checkpoint appears for `timeout_s`.
 
 import os
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import tensorflow as tf
@@ -47,6 +47,43 @@ def _pending(workdir: str) -> list:
   return found
 
 
+def plan(config, metrics: Optional[Sequence[str]], select: str
+         ) -> Tuple[List[str], str]:
+  """The metrics to compute and the metric choosing W/best/.
+
+  Args:
+    config: the run's config.
+    metrics: metric names, or None / empty for the data's default.
+    select: a metric of best.DIRECTIONS (or an alias), or 'auto': fid when
+      computed, else the linear probe, else digit_fid, recon_accuracy, kid
+      or is, the first computed.
+
+  Returns:
+    (metric names, selection metric).
+
+  Raises:
+    evaluate_lib.EvaluationError: an unknown metric, or a selection metric
+      that is not computed.
+  """
+  from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
+  names = (evaluate_lib.check_metrics(list(metrics)) if metrics
+           else evaluate_lib.default_metrics(config))
+  if select == 'auto':
+    # FID where Inception loads, else the probe, else what is computed.
+    order = ('fid', 'linear_probe', 'digit_fid', 'recon_accuracy', 'kid',
+             'is')
+    select = next((m for m in order if m in names), 'linear_probe')
+  try:
+    key = best.selection_key(select)
+  except ValueError as e:
+    raise evaluate_lib.EvaluationError(str(e)) from None
+  if key.split('/')[0] not in names:
+    raise evaluate_lib.EvaluationError(
+        f'The selection metric {select} needs {key.split("/")[0]} among the '
+        f'metrics (have {",".join(names)}): add it, or select one of those.')
+  return names, select
+
+
 def evaluate_and_select(workdir: str, checkpoint: str, step: int,
                         evaluate_fn: Callable[[str], Dict[str, Any]],
                         select: Optional[str]) -> Optional[Dict[str, Any]]:
@@ -72,14 +109,17 @@ def evaluate_and_select(workdir: str, checkpoint: str, step: int,
 
 
 def watch(workdir: str, evaluate_fn: Callable[[str], Dict[str, Any]], *,
-          final_step: int, select: Optional[str], timeout_s: float,
+          final_step: Union[int, Callable[[], int]], select: Optional[str],
+          timeout_s: float,
           poll_s: float = 5.0) -> str:
   """Evaluates new checkpoints until the final step or a timeout.
 
   Args:
     workdir: the run's workdir (gs:// ok).
     evaluate_fn: evaluates a checkpoint prefix and writes its outputs.
-    final_step: the run's num_train_steps; done once it is evaluated.
+    final_step: the run's num_train_steps, or a function reading it anew
+      (a run resumed with more steps extends the watch); done once that
+      step is evaluated.
     select: selection metric for W/best/ (None: keep no best copy).
     timeout_s: give up after this long without a new checkpoint.
     poll_s: seconds between looks at W/checkpoints.
@@ -88,10 +128,21 @@ def watch(workdir: str, evaluate_fn: Callable[[str], Dict[str, Any]], *,
     Why it ended: a one-line message.
   """
   last_new = time.time()
+  seen = set()
   while True:
-    if is_done(workdir, final_step):
-      return f'The final step {final_step} is evaluated; done.'
+    final = final_step() if callable(final_step) else final_step
+    if is_done(workdir, final):
+      return f'The final step {final} is evaluated; done.'
     pending = _pending(workdir)
+    # A step listed before but gone now, unevaluated: the trainer's
+    # checkpoint manager deleted it while the watcher was behind.
+    for step in sorted(seen - {s for s, _ in pending}):
+      if not is_done(workdir, step):
+        logging.warning('Checkpoint of step %d was deleted before its turn '
+                        '(the trainer keeps train.keep_checkpoints); '
+                        'skipped.', step)
+        _mark_skipped(workdir, step)
+    seen = {s for s, _ in pending}
     if pending:
       step, path = pending[0]
       evaluate_and_select(workdir, path, step, evaluate_fn, select)
