@@ -49,7 +49,7 @@ class AcceleratorPathTest(tf.test.TestCase):
     self.assertEqual(first['state'].nets.generator.dtype_policy.name,
                      'mixed_bfloat16')
     config = _accelerator_config(2, steps_per_loop=1, jit_compile=True)
-    with self.assertLogs(level='INFO') as logs:
+    with self.assertLogs('absl', level='INFO') as logs:
       resumed = train_lib.train_and_evaluate(config, workdir)
     self.assertIn('ckpt-1 (step 1)', '\n'.join(logs.output))
     self.assertEqual(resumed['step'], 2)

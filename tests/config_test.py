@@ -94,7 +94,7 @@ class ConfigTest(tf.test.TestCase):
     with tempfile.TemporaryDirectory() as workdir:
       config_lib.save(config, workdir)
       checkpoints.check_workdir_config(other, workdir, write=False)
-      with self.assertLogs(level='INFO') as logs:
+      with self.assertLogs('absl', level='INFO') as logs:
         checkpoints.log_resume_changes(other, workdir)
     self.assertEqual(
         [r.getMessage() for r in logs.records],
