@@ -279,9 +279,9 @@ def checkpoint_paths(directory: str) -> list[str]:
                     _first_line(e))
     state = None
   if state is not None:
-    for p in state.all_model_checkpoint_paths:
-      paths.add(p if os.path.isabs(p) or '://' in p
-                else os.path.join(directory, p))
+    # get_checkpoint_state has already joined relative entries to
+    # `directory` (joining again doubled a relative workdir's paths).
+    paths.update(state.all_model_checkpoint_paths)
   for index in tf.io.gfile.glob(os.path.join(directory, 'ckpt-*.index')):
     paths.add(index[:-len('.index')])
   paths = {os.path.normpath(p) if '://' not in p else p for p in paths}

@@ -108,6 +108,27 @@ class WatchTest(unittest.TestCase):
     self.assertEqual(best.read_best(workdir)['step'], 4)
 
 
+class RelativeWorkdirTest(unittest.TestCase):
+
+  def test_checkpoints_of_a_relative_workdir_are_found_once(self):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from bigbigan_tf import checkpoints  # pylint: disable=g-import-not-at-top
+    root, cwd = tempfile.mkdtemp(), os.getcwd()
+    os.chdir(root)
+    try:
+      directory = os.path.join('w', 'checkpoints')
+      manager = tf.train.CheckpointManager(
+          tf.train.Checkpoint(v=tf.Variable(1.0)), directory, max_to_keep=3)
+      for step in (1, 2):
+        manager.save(checkpoint_number=step)
+      # The state file's entries and the .index files name the same two.
+      self.assertEqual(checkpoints.checkpoint_paths(directory),
+                       [os.path.join(directory, 'ckpt-2'),
+                        os.path.join(directory, 'ckpt-1')])
+    finally:
+      os.chdir(cwd)
+
+
 class WatchEndToEndTest(unittest.TestCase):
   """A tiny run and `eval/evaluate.py --watch` in separate processes."""
 

@@ -49,10 +49,10 @@ def get_config():
   config.model.encoder.blocks_per_stage = (1, 1, 1, 1)
   config.model.encoder.width_multiplier = 0.5
   # The paper's stochastic E (z = mu + softplus(sigma_hat) * eps). On this
-  # default it met every target on seeds 0-2 and kept more of the
-  # reconstructions than the deterministic E (Table 1's ablation):
-  # 56.5-67.9% against 57.8-62.0%, probe error 4.8-6.8% against 5.0-8.7%
-  # (bf16, Intel Xeon AMX, docs/experiments.md, 2026-12-05). An earlier, weaker
+  # default it met every target in every run (seeds 0-2 in bf16, seed 0 in
+  # float32): reconstructions 56.5-67.9%, probe error 4.8-6.8%, against
+  # 57.8-72.8% and 5.0-8.7% for the deterministic E, Table 1's ablation
+  # (Intel Xeon AMX, docs/experiments.md, 2026-12-05). An earlier, weaker
   # default lost the digits with it (sigma 0.7 while the means spread 0.45);
   # TensorBoard's encoder/* scalars show that failure coming.
   config.model.encoder.stochastic = True
