@@ -66,6 +66,16 @@ class BestTest(unittest.TestCase):
                      ['best.json', 'ckpt-8.data-00000-of-00001',
                       'ckpt-8.index'])
 
+  def test_a_checkpoint_deleted_before_the_copy_is_not_kept(self):
+    workdir = tempfile.mkdtemp()
+    kept = _make_checkpoint(workdir, 2)
+    self.assertTrue(best.update_best(workdir, kept, 2, {'fid': 5.0}, 'fid'))
+    gone = os.path.join(workdir, 'checkpoints', 'ckpt-4')  # never written
+    self.assertFalse(best.update_best(workdir, gone, 4, {'fid': 1.0}, 'fid'))
+    self.assertEqual(best.read_best(workdir)['step'], 2)
+    self.assertTrue(os.path.exists(os.path.join(workdir, 'best',
+                                                'ckpt-2.index')))
+
   def test_no_best_yet_is_a_clear_error(self):
     with self.assertRaisesRegex(FileNotFoundError, '--watch'):
       best.best_checkpoint(tempfile.mkdtemp())

@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any, Dict, Optional
 
+from absl import logging
 import tensorflow as tf
 
 BEST_DIR = 'best'
@@ -92,8 +93,21 @@ def update_best(workdir: str, checkpoint: str, step: int,
     tf.io.gfile.rmtree(tmp_dir)
   tf.io.gfile.makedirs(tmp_dir)
   prefix = os.path.basename(checkpoint)
-  for path in tf.io.gfile.glob(checkpoint + '.*'):
-    tf.io.gfile.copy(path, os.path.join(tmp_dir, os.path.basename(path)))
+  files = tf.io.gfile.glob(checkpoint + '.*')
+  try:
+    if not any(f.endswith('.index') for f in files):
+      raise tf.errors.NotFoundError(None, None, checkpoint + '.index')
+    for path in files:
+      tf.io.gfile.copy(path, os.path.join(tmp_dir, os.path.basename(path)))
+  except tf.errors.NotFoundError:
+    # The trainer's checkpoint manager deleted it while it was evaluated
+    # (train.keep_checkpoints): a best.json without its checkpoint would
+    # be worse than the copy kept.
+    tf.io.gfile.rmtree(tmp_dir)
+    logging.warning('%s is better by %s (%.4g) but was deleted before it '
+                    'could be copied; W/best/ is unchanged.', checkpoint, key,
+                    value)
+    return False
   info = {'step': int(step), 'metric': key, 'value': value,
           'metrics': metrics, 'prefix': prefix}
   with tf.io.gfile.GFile(os.path.join(tmp_dir, BEST_JSON), 'w') as f:
