@@ -161,7 +161,7 @@ class MultiWorkerTest(tf.test.TestCase):
     reader = tf.train.load_checkpoint(os.path.join(workdir, 'checkpoints',
                                                    f'ckpt-{stop_step}'))
     self.assertEqual(int(reader.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE')),
-                     8)
+                     stop_step)
 
 
 if __name__ == '__main__':
