@@ -151,9 +151,9 @@ class MultiWorkerTest(tf.test.TestCase):
     self.assertFalse(glob.glob(os.path.join(workdir, '**', 'workertemp_*'),
                                recursive=True))
     names = sorted(os.listdir(os.path.join(workdir, 'checkpoints')))
-    self.assertEqual(names, ['checkpoint'] + [
+    self.assertEqual(names, sorted(['checkpoint'] + [
         f'ckpt-{s}.{ext}' for s in (0, 4, stop_step)
-        for ext in ('data-00000-of-00001', 'index')])
+        for ext in ('data-00000-of-00001', 'index')]))
     self.assertEqual(sorted(os.listdir(os.path.join(workdir, 'grids'))),
                      [f'{k}_{s:08d}.png' for k in ('reconstructions',
                                                    'samples')
