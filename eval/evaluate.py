@@ -160,13 +160,7 @@ def main(argv):
         _WORKDIR.value, metrics=metrics, module=_MODULE.value,
         checkpoint=checkpoints.resolve_checkpoint(_WORKDIR.value,
                                                   _CHECKPOINT.value),
-        num_samples=_NUM_SAMPLES.value,
-        batch_size=_BATCH_SIZE.value, feature=_FEATURE.value,
-        inception=_INCEPTION.value, seed=_SEED.value,
-        probe_epochs=_PROBE_EPOCHS.value,
-        digit_classifier_epochs=_DIGIT_CLASSIFIER_EPOCHS.value,
-        prdc_k=_PRDC_K.value,
-        standing_stats_batches=_STANDING_STATS_BATCHES.value)
+        **evaluate_kwargs)
   except (evaluate_lib.EvaluationError, features.ModuleLoadError,
           FileNotFoundError, config_lib.ConfigError,
           data_lib.DataError, checkpoints.UnreadableCheckpointError,
