@@ -81,8 +81,9 @@ _STANDING_STATS_BATCHES = flags.DEFINE_integer(
 _WATCH = flags.DEFINE_bool(
     'watch', False, 'Follow the run: evaluate each new checkpoint of '
     'WORKDIR/checkpoints (newest first when behind, none twice, also after a '
-    'restart) and keep the best in WORKDIR/best/; exits 0 after the final '
-    'step (config.num_train_steps) or --timeout_s without a new checkpoint.')
+    'restart) and keep the best in WORKDIR/best/; exits 0 once the final '
+    'step (config.num_train_steps) and every checkpoint it holds are '
+    'evaluated, or after --timeout_s without a new checkpoint.')
 _SELECT = flags.DEFINE_string(
     'select', 'auto', 'With --watch: metric choosing WORKDIR/best/ (fid, kid, '
     'digit_fid: lower is better; is, recon_accuracy, linear_probe: higher); '
@@ -91,6 +92,11 @@ _SELECT = flags.DEFINE_string(
 _TIMEOUT_S = flags.DEFINE_float(
     'timeout_s', 3600.0, 'With --watch: stop after this many seconds '
     'without a new checkpoint.', lower_bound=0)
+_MAX_HELD = flags.DEFINE_integer(
+    'max_held', 10, 'With --watch: each checkpoint is held (hard-linked, '
+    'copied on gs://) in WORKDIR/eval/held-STEP/ as soon as it is seen, so '
+    'the trainer\'s keep_checkpoints cannot delete it before its turn; at '
+    'most this many wait, beyond that the oldest are skipped.', lower_bound=1)
 _THREADS = flags.DEFINE_integer(
     'threads', 0, 'TensorFlow intra- and inter-op threads (0 = TF default); '
     'with --watch default 1, to leave the cores to the trainer.',
@@ -113,14 +119,16 @@ def _watch(evaluate_kwargs, metrics):
   names, select = watch.plan(config, metrics.split(',') if metrics else None,
                              _SELECT.value)
 
-  def evaluate_fn(checkpoint):
-    return evaluate_lib.evaluate(workdir, metrics=names,
-                                 checkpoint=checkpoint, **evaluate_kwargs)
+  def evaluate_fn(path, checkpoint):
+    return evaluate_lib.evaluate(workdir, metrics=names, checkpoint=path,
+                                 reported_checkpoint=checkpoint,
+                                 **evaluate_kwargs)
 
   message = watch.watch(workdir, evaluate_fn,
                         final_step=lambda: int(
                             checkpoints.load_config(workdir).num_train_steps),
-                        select=select, timeout_s=_TIMEOUT_S.value)
+                        select=select, timeout_s=_TIMEOUT_S.value,
+                        max_held=_MAX_HELD.value)
   print(message)
 
 

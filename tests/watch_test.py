@@ -29,10 +29,12 @@ class FakeEvaluator:
 
   def __init__(self, workdir, metric):
     self.workdir, self.metric, self.steps = workdir, metric, []
+    self.paths = []
 
-  def __call__(self, checkpoint):
-    step = int(checkpoint.rsplit('-', 1)[1])
+  def __call__(self, path, checkpoint=None):
+    step = int(path.rsplit('-', 1)[1])
     self.steps.append(step)
+    self.paths.append((path, checkpoint))
     result = {'step': step, 'metrics': {'fid': self.metric(step),
                                         'recon_accuracy': 0.5}}
     os.makedirs(os.path.join(self.workdir, 'eval'), exist_ok=True)
@@ -83,39 +85,85 @@ class BestTest(unittest.TestCase):
 
 class WatchTest(unittest.TestCase):
 
-  def test_newest_first_then_ends_at_final_step(self):
+  def test_newest_first_then_the_rest_then_ends(self):
     workdir = tempfile.mkdtemp()
     for step in (2, 4, 6):
       _make_checkpoint(workdir, step)
     evaluator = FakeEvaluator(workdir, lambda s: 10.0 - s)
     message = watch.watch(workdir, evaluator, final_step=6, select='fid',
                           timeout_s=5, poll_s=0.05)
-    self.assertEqual(evaluator.steps, [6])
+    self.assertEqual(evaluator.steps, [6, 4, 2])
     self.assertIn('final step 6', message)
+    self.assertEqual(best.read_best(workdir)['step'], 6)
 
-  def test_timeout_restart_and_deleted_checkpoint(self):
+  def test_held_checkpoints_survive_deletion_and_restarts(self):
     workdir = tempfile.mkdtemp()
-    for step in (2, 4):
-      _make_checkpoint(workdir, step)
+    originals = [_make_checkpoint(workdir, step) for step in (2, 4)]
     evaluator = FakeEvaluator(workdir, lambda s: float(s))
 
-    def deleting_evaluator(checkpoint):
-      # While step 4 is evaluated, the manager deletes step 2.
+    def evaluator_racing_the_manager(path, checkpoint):
+      # While step 4 is evaluated, the manager deletes both checkpoints.
       for name in os.listdir(os.path.join(workdir, 'checkpoints')):
-        if name.startswith('ckpt-2.'):
-          os.remove(os.path.join(workdir, 'checkpoints', name))
-      return evaluator(checkpoint)
+        os.remove(os.path.join(workdir, 'checkpoints', name))
+      return evaluator(path, checkpoint)
 
-    message = watch.watch(workdir, deleting_evaluator, final_step=100,
-                          select='fid', timeout_s=0.3, poll_s=0.05)
+    message = watch.watch(workdir, evaluator_racing_the_manager,
+                          final_step=100, select='fid', timeout_s=0.3,
+                          poll_s=0.05)
     self.assertIn('No new checkpoint', message)
-    self.assertEqual(evaluator.steps, [4])
-    # A restart with a new checkpoint evaluates only that one.
+    # Both evaluated from the held copies, named by the originals.
+    self.assertEqual(evaluator.steps, [4, 2])
+    self.assertEqual([c for _, c in evaluator.paths], originals[::-1])
+    self.assertTrue(all('held-' in p for p, _ in evaluator.paths))
+    # Step 2 (lower fid) is the best, its data copied though deleted.
+    self.assertEqual(best.read_best(workdir)['step'], 2)
+    with open(best.best_checkpoint(workdir) + '.data-00000-of-00001') as f:
+      self.assertEqual(f.read(), 'step 2')
+    self.assertEqual(sorted(os.listdir(os.path.join(workdir, 'eval'))),
+                     ['results_step2.json', 'results_step4.json'])
+    # A restart evaluates only the new checkpoint.
     _make_checkpoint(workdir, 6)
     watch.watch(workdir, evaluator, final_step=100, select='fid',
                 timeout_s=0.3, poll_s=0.05)
-    self.assertEqual(evaluator.steps, [4, 6])
-    self.assertEqual(best.read_best(workdir)['step'], 4)
+    self.assertEqual(evaluator.steps, [4, 2, 6])
+
+  def test_a_killed_watchers_held_copies_are_evaluated_after_restart(self):
+    workdir = tempfile.mkdtemp()
+    prefix = _make_checkpoint(workdir, 2)
+    self.assertIsNotNone(watch.hold(workdir, prefix, 2))
+    # An incomplete hold (killed while linking) is dropped, not read.
+    broken = watch.hold(workdir, _make_checkpoint(workdir, 4), 4)
+    os.remove(broken + '.index')
+    for name in os.listdir(os.path.join(workdir, 'checkpoints')):
+      os.remove(os.path.join(workdir, 'checkpoints', name))
+    evaluator = FakeEvaluator(workdir, lambda s: 1.0)
+    watch.watch(workdir, evaluator, final_step=2, select=None,
+                timeout_s=5, poll_s=0.05)
+    self.assertEqual(evaluator.steps, [2])
+    self.assertEqual(os.listdir(os.path.join(workdir, 'eval')),
+                     ['results_step2.json'])
+
+  def test_beyond_max_held_the_oldest_is_skipped_and_logged(self):
+    workdir = tempfile.mkdtemp()
+    for step in (2, 4, 6):
+      _make_checkpoint(workdir, step)
+    evaluator = FakeEvaluator(workdir, lambda s: 1.0)
+    with self.assertLogs('absl', level='WARNING') as logs:
+      watch.watch(workdir, evaluator, final_step=6, select=None,
+                  timeout_s=5, poll_s=0.05, max_held=2)
+    self.assertEqual(evaluator.steps, [6, 4])
+    self.assertIn('step 2 is let go', '\n'.join(logs.output))
+    self.assertTrue(watch.is_done(workdir, 2))
+
+  def test_an_incomplete_checkpoint_is_not_held(self):
+    workdir = tempfile.mkdtemp()
+    prefix = _make_checkpoint(workdir, 2)
+    os.remove(prefix + '.data-00000-of-00001')
+    held = tempfile.mkdtemp()
+    self.assertFalse(best.hold_files(prefix, held))
+    self.assertTrue(best.hold_files(_make_checkpoint(workdir, 4), held))
+    self.assertEqual(sorted(os.listdir(held)),
+                     ['ckpt-4.data-00000-of-00001', 'ckpt-4.index'])
 
 
 class RelativeWorkdirTest(unittest.TestCase):

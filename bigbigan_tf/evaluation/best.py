@@ -7,8 +7,10 @@ checkpoint; best.json beside it says step, metric, value and that step's other
 metrics. All I/O goes through tf.io.gfile so gs:// works.
 """
 
+import errno
 import json
 import os
+import re
 from typing import Any, Dict, Optional
 
 from absl import logging
@@ -72,6 +74,54 @@ def best_checkpoint(workdir: str) -> str:
   return os.path.join(workdir, BEST_DIR, info['prefix'])
 
 
+def _complete_files(checkpoint: str) -> Optional[list]:
+  """The files of a checkpoint prefix, or None if the .index or a shard is
+  missing."""
+  files = tf.io.gfile.glob(checkpoint + '.*')
+  names = {os.path.basename(f) for f in files}
+  shards = [n for n in names if re.search(r'\.data-\d+-of-\d+$', n)]
+  wanted = int(shards[0].rsplit('-of-', 1)[1]) if shards else -1
+  if (os.path.basename(checkpoint) + '.index' not in names
+      or len(shards) != wanted):
+    return None
+  return files
+
+
+def is_complete(checkpoint: str) -> bool:
+  """Whether the checkpoint's .index and every data shard exist."""
+  return _complete_files(checkpoint) is not None
+
+
+def hold_files(checkpoint: str, directory: str) -> bool:
+  """Puts every file of the checkpoint prefix into `directory` (existing).
+
+  Locally the files are hard-linked (no copy; a checkpoint's files are never
+  rewritten, and the manager's deletion unlinks only its own names); on
+  gs:// or where links fail they are copied.
+
+  Returns:
+    False when the checkpoint is gone or incomplete (its .index or one of
+    its data shards missing), e.g. deleted by the trainer meanwhile.
+  """
+  files = _complete_files(checkpoint)
+  if files is None:
+    return False
+  try:
+    for path in files:
+      target = os.path.join(directory, os.path.basename(path))
+      if '://' not in path:
+        try:
+          os.link(path, target)
+          continue
+        except OSError as e:
+          if e.errno == errno.ENOENT:
+            return False
+      tf.io.gfile.copy(path, target, overwrite=True)
+  except tf.errors.NotFoundError:
+    return False
+  return True
+
+
 def update_best(workdir: str, checkpoint: str, step: int,
                 metrics: Dict[str, float], select: str) -> bool:
   """Copies `checkpoint` to W/best/ if its `select` value beats the kept one.
@@ -93,13 +143,7 @@ def update_best(workdir: str, checkpoint: str, step: int,
     tf.io.gfile.rmtree(tmp_dir)
   tf.io.gfile.makedirs(tmp_dir)
   prefix = os.path.basename(checkpoint)
-  files = tf.io.gfile.glob(checkpoint + '.*')
-  try:
-    if not any(f.endswith('.index') for f in files):
-      raise tf.errors.NotFoundError(None, None, checkpoint + '.index')
-    for path in files:
-      tf.io.gfile.copy(path, os.path.join(tmp_dir, os.path.basename(path)))
-  except tf.errors.NotFoundError:
+  if not hold_files(checkpoint, tmp_dir):
     # The trainer's checkpoint manager deleted it while it was evaluated
     # (train.keep_checkpoints): a best.json without its checkpoint would
     # be worse than the copy kept.

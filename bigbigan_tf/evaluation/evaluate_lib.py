@@ -304,10 +304,12 @@ def _new_result(workdir: str, module: Optional[str], config,
 
 
 def _record_networks(result: Dict[str, Any], nets,
-                     standing_stats_batches: int) -> None:
+                     standing_stats_batches: int,
+                     reported_checkpoint: Optional[str] = None) -> None:
   """Step, source, shapes and a note on the networks, into the result."""
   result.update(step=nets.step, source=nets.source,
-                checkpoint=nets.path if nets.source == 'checkpoint' else None,
+                checkpoint=((reported_checkpoint or nets.path)
+                            if nets.source == 'checkpoint' else None),
                 evaluated_at=datetime.datetime.now(
                     datetime.timezone.utc).isoformat(timespec='seconds'))
   result['settings'].update(resolution=nets.resolution,
@@ -341,7 +343,8 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
              probe_epochs: int = defaults.PROBE_EPOCHS,
              digit_classifier_epochs: int = defaults.DIGIT_CLASSIFIER_EPOCHS,
              prdc_k: int = defaults.PRDC_K,
-             standing_stats_batches: int = defaults.STANDING_STATS_BATCHES
+             standing_stats_batches: int = defaults.STANDING_STATS_BATCHES,
+             reported_checkpoint: Optional[str] = None
              ) -> Dict[str, Any]:
   """Evaluates a training run (or an exported module) and writes the results.
 
@@ -371,6 +374,9 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
       statistics for the EMA networks' batch norms, computed as export.py
       does (so a checkpoint and its export agree); 0 keeps the moving
       statistics copied from the live networks. Unused with `module`.
+    reported_checkpoint: the checkpoint path the results name, when
+      `checkpoint` is a held copy of it (the watcher evaluates a snapshot
+      that the trainer's deletions cannot reach).
 
   Returns:
     The dict written to results_step{STEP}.json: 'step', 'source',
@@ -417,7 +423,7 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
     config, nets = features_lib.load_from_workdir(
         workdir, checkpoint=checkpoint,
         standing_stats_batches=standing_stats_batches)
-  _record_networks(result, nets, standing_stats_batches)
+  _record_networks(result, nets, standing_stats_batches, reported_checkpoint)
   plan = _Plan.of(todo, inception_fn)
 
   # Pass 1, the training split: probe features, and images for a digit
