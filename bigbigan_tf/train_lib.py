@@ -258,11 +258,12 @@ class InProcessEvaluation:
     """Evaluates `checkpoint` (at `step`); returns the seconds it took."""
     start = time.time()
 
-    def evaluate_fn(path):
+    def evaluate_fn(path, unused_checkpoint):
       return self._evaluate_lib.evaluate(
           self.workdir, metrics=self.metrics, checkpoint=path,
           num_samples=self.num_samples)
 
+    # Read in place: the manager deletes a checkpoint only at a later save.
     self._watch.evaluate_and_select(self.workdir, checkpoint, step,
                                     evaluate_fn, self.select)
     seconds = time.time() - start
@@ -272,145 +273,194 @@ class InProcessEvaluation:
 
 
 def _train(config, workdir, strategy, resolution):
-  t = config.train
-  chief = distribute.is_chief(strategy)
-  # Checks config.eval's metrics before any work.
-  in_process_eval = InProcessEvaluation(config, workdir, chief=chief)
-  checkpoint_dir = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
-  # Non-chiefs save into a temporary directory, deleted after each save.
-  write_dir = distribute.worker_write_dir(checkpoint_dir, strategy)
-  distribute.remove_worker_dir(write_dir, strategy)  # A crashed run's.
-  # Read before building the state: under MultiWorkerMirroredStrategy,
-  # creating the variables waits for every worker, so the chief cannot have
-  # appended this run's entry yet.
-  hardware_snapshot = None if chief else _hardware_snapshot(workdir)
-  with strategy.scope():
-    state = checkpoints.TrainState(config)
-  iterator = _data_iterator(config, strategy, seed=config.seed)
-  extra = {'data_iterator': iterator} if t.checkpoint_data_iterator else {}
-  ckpt = state.checkpoint(**extra)
-  manager = tf.train.CheckpointManager(
-      ckpt, write_dir, max_to_keep=t.keep_checkpoints,
-      step_counter=state.step)
-  # Every worker resumes from the chief's newest readable checkpoint (an
-  # unreadable newer one is skipped with a warning).
-  resumed_from = checkpoints.latest_readable(checkpoint_dir)
-  if resumed_from:
-    ckpt.restore(resumed_from).assert_existing_objects_matched()
-    logging.info('Resumed from %s (step %d).', resumed_from,
-                 int(state.step.numpy()))
+  return _Run(config, workdir, strategy, resolution).loop()
 
-  def save(step: int) -> str:
+
+class _Run:
+  """One call of the training loop, in pieces with one concern each.
+
+  `__init__` and `_restore` set up (state, data, checkpoint manager, resume),
+  `_call` runs the compiled loop to the next boundary, `_after_call` checks
+  and logs its outputs, `_save_and_evaluate` writes grids and checkpoints and
+  runs the in-process evaluation, and `loop` strings them together.
+  """
+
+  def __init__(self, config, workdir, strategy, resolution):
+    t = self.t = config.train
+    self.config, self.workdir, self.strategy = config, workdir, strategy
+    self.chief = chief = distribute.is_chief(strategy)
+    # Checks config.eval's metrics before any work.
+    self.in_process_eval = InProcessEvaluation(config, workdir, chief=chief)
+    self.checkpoint_dir = os.path.join(workdir, checkpoints.CHECKPOINT_DIR)
+    # Non-chiefs save into a temporary directory, deleted after each save.
+    self.write_dir = distribute.worker_write_dir(self.checkpoint_dir,
+                                                 strategy)
+    distribute.remove_worker_dir(self.write_dir, strategy)  # A crashed run's.
+    # Read before building the state: under MultiWorkerMirroredStrategy,
+    # creating the variables waits for every worker, so the chief cannot
+    # have appended this run's entry yet.
+    hardware_snapshot = None if chief else _hardware_snapshot(workdir)
+    with strategy.scope():
+      self.state = checkpoints.TrainState(config)
+    self.iterator = _data_iterator(config, strategy, seed=config.seed)
+    self._restore()
+    self.step = int(self.state.step.numpy())
+    changed = _record_hardware(resolution, workdir, self.step, strategy,
+                               hardware_snapshot)
+    if changed:
+      logging.warning('%s', changed)
+      if not t.checkpoint_data_iterator:
+        # Without a stored position, restart the stream on a new seed so a
+        # resumed run does not replay the first batches.
+        self.iterator = _data_iterator(config, strategy,
+                                       seed=config.seed + self.step)
+    self.trainer = trainer_lib.Trainer(self.state, strategy)
+    # Summaries and grids: the chief's alone (no doubled curves).
+    self.writer = (
+        tf.summary.create_file_writer(os.path.join(workdir, 'train'))
+        if chief else tf.summary.create_noop_writer())
+    grid_n = t.grid_size * t.grid_size
+    self.fixed_z, self.fixed_real = (_fixed_inputs(config, grid_n) if chief
+                                     else (None, None))
+    self.total = config.num_train_steps
+    self.metrics, self.stopped_by, self.abandoned = {}, None, False
+    self.collapse = monitoring.CollapseDetector()
+    # Evaluation time, kept out of images/s and the ETA.
+    self.eval_seconds = self.eval_seconds_total = 0.0
+
+  def _restore(self):
+    """The checkpoint manager, and the resume from the newest readable one."""
+    extra = ({'data_iterator': self.iterator}
+             if self.t.checkpoint_data_iterator else {})
+    ckpt = self.state.checkpoint(**extra)
+    self.manager = tf.train.CheckpointManager(
+        ckpt, self.write_dir, max_to_keep=self.t.keep_checkpoints,
+        step_counter=self.state.step)
+    # Every worker resumes from the chief's newest readable checkpoint (an
+    # unreadable newer one is skipped with a warning).
+    self.resumed_from = checkpoints.latest_readable(self.checkpoint_dir)
+    self.last_checkpoint = self.resumed_from
+    if self.resumed_from:
+      ckpt.restore(self.resumed_from).assert_existing_objects_matched()
+      logging.info('Resumed from %s (step %d).', self.resumed_from,
+                   int(self.state.step.numpy()))
+
+  def save(self, step: int) -> str:
     """Saves on every worker; returns the chief's checkpoint path."""
-    path = manager.save(checkpoint_number=step)
-    distribute.remove_worker_dir(write_dir, strategy)
-    return os.path.join(checkpoint_dir, os.path.basename(path))
+    path = self.manager.save(checkpoint_number=step)
+    distribute.remove_worker_dir(self.write_dir, self.strategy)
+    self.last_checkpoint = os.path.join(self.checkpoint_dir,
+                                        os.path.basename(path))
+    self.saved_step = step
+    return self.last_checkpoint
 
-  changed = _record_hardware(resolution, workdir, int(state.step.numpy()),
-                             strategy, hardware_snapshot)
-  if changed:
-    logging.warning('%s', changed)
-    if not t.checkpoint_data_iterator:
-      # Without a stored position, restart the stream on a new seed so a
-      # resumed run does not replay the first batches.
-      iterator = _data_iterator(config, strategy,
-                                seed=config.seed + int(state.step.numpy()))
-  trainer = trainer_lib.Trainer(state, strategy)
-  # Summaries and grids: the chief's alone (no doubled curves).
-  writer = (tf.summary.create_file_writer(os.path.join(workdir, 'train'))
-            if chief else tf.summary.create_noop_writer())
-  grid_n = t.grid_size * t.grid_size
-  fixed_z, fixed_real = (_fixed_inputs(config, grid_n) if chief
-                         else (None, None))
-  last_checkpoint = resumed_from
+  def loop(self):
+    """Trains from the restored step to num_train_steps or a signal."""
+    self.saved_step = self.step
+    if self.step == 0 and not self.resumed_from:
+      self.save(0)
+      if self.total == 0 and self.chief:
+        write_grids(self.state, self.workdir, 0, self.fixed_z,
+                    self.fixed_real, self.writer)
+    self.start_step, self.start_time = self.step, time.time()
+    self.last_log_time, self.last_log_step = self.start_time, self.step
+    first_call = True
+    with preemption.StopSignal() as stop:
+      while self.step < self.total:
+        out = self._call(stop, first_call)
+        first_call = False
+        if out is None:  # a signal, and nothing new since the last save
+          self.stopped_by, self.abandoned = stop.received, True
+          logging.warning('Received %s with no step done since %s: nothing '
+                          'new to save; exiting. Re-run the same command to '
+                          'resume.', self.stopped_by, self.last_checkpoint)
+          break
+        loop_stopped = self._after_call(out)
+        # Read the flag once: a signal arriving after this point stops the
+        # next loop call before its first step, never between the decision
+        # and the save.
+        stopping = stop.received or ('SIGTERM' if loop_stopped else None)
+        self._save_and_evaluate(stopping)
+        if stopping is not None:
+          self.stopped_by = stopping
+          logging.warning('Received %s: saved %s at step %d; re-run the '
+                          'same command to resume.', stopping,
+                          self.last_checkpoint, self.step)
+          break
+    self.writer.flush()
+    return {'step': self.step, 'metrics': self.metrics,
+            'checkpoint': self.last_checkpoint,
+            'stopped_by': self.stopped_by,
+            'abandoned_loop_call': self.abandoned, 'state': self.state}
 
-  step = int(state.step.numpy())
-  total = config.num_train_steps
-  if step == 0 and not resumed_from:
-    last_checkpoint = save(0)
-    if total == 0 and chief:
-      write_grids(state, workdir, 0, fixed_z, fixed_real, writer)
-  metrics, stopped_by = {}, None
-  start_step, start_time = step, time.time()
-  last_log_time, last_log_step = start_time, step
-  collapse = monitoring.CollapseDetector()
-  # Evaluation time, kept out of images/s and the ETA.
-  eval_seconds = eval_seconds_total = 0.0
-  saved_step, first_call, abandoned = step, True, False
+  def _call(self, stop, first_call: bool):
+    """Runs the compiled loop to the next log, save, grid or loop boundary."""
+    t, step = self.t, self.step
+    boundaries = [self.total, step + t.steps_per_loop]
+    for every in (t.log_every, t.checkpoint_every, t.grid_every):
+      if every:
+        boundaries.append((step // every + 1) * every)
+    if first_call:
+      logging.info('Training from step %d: tracing and compiling the loop.',
+                   step)
 
-  def _log_compiled(seconds):
-    logging.info('The training loop is compiled and running: first step '
-                 'done %.1f s after the first call.', seconds)
+    def log_compiled(seconds):
+      logging.info('The training loop is compiled and running: first step '
+                   'done %.1f s after the first call.', seconds)
 
-  with preemption.StopSignal() as stop:
-    while step < total:
-      boundaries = [total, step + t.steps_per_loop]
-      for every in (t.log_every, t.checkpoint_every, t.grid_every):
-        if every:
-          boundaries.append((step // every + 1) * every)
-      n = min(boundaries) - step
-      if first_call:
-        logging.info('Training from step %d: tracing and compiling the '
-                     'loop.', step)
-      out = stop.call(trainer, iterator, n,
-                      unsaved_steps=step - saved_step,
-                      on_first_step=_log_compiled if first_call else None)
-      first_call = False
-      if out is None:  # a signal, and nothing new since the last checkpoint
-        stopped_by, abandoned = stop.received, True
-        logging.warning('Received %s with no step done since %s: nothing '
-                        'new to save; exiting. Re-run the same command to '
-                        'resume.', stopped_by, last_checkpoint)
-        break
-      steps_run = out.pop('steps_run')
-      # Under multi-worker, another worker's signal stops this one too.
-      loop_stopped = out.pop('stopped')
-      step += steps_run
-      bad = {k: v for k, v in out.items()
-             if steps_run and not np.isfinite(v)}
-      if bad:
-        raise NonFiniteLossError(
-            f'Non-finite loss at step {step}: ' + ', '.join(
-                f'{k} = {v}' for k, v in sorted(bad.items())) +
-            f'. The last good checkpoint, {last_checkpoint}, is '
-            'kept; lower the learning rates or use float32, then resume.')
-      if steps_run:
-        metrics = out
-      if steps_run and (step % t.log_every == 0 or step == total):
-        now = time.time()
-        ips = (step - last_log_step) * config.batch_size / max(
-            now - last_log_time - eval_seconds, 1e-9)
-        eta = (total - step) * (now - start_time - eval_seconds_total) / max(
-            step - start_step, 1)
-        _log(state, writer, out, step=step, total=total, ips=ips, eta=eta,
-             collapse=collapse, checkpoint=last_checkpoint, images=fixed_real)
-        last_log_time, last_log_step, eval_seconds = now, step, 0.0
-      grid_now = (t.grid_every and step % t.grid_every == 0) or step == total
-      # Read the flag once: a signal arriving after this point stops the
-      # next loop call before its first step, never between the decision
-      # and the save.
-      stopping = stop.received or ('SIGTERM' if loop_stopped else None)
-      save_now = (step % t.checkpoint_every == 0 or step == total
-                  or stopping is not None)
-      if grid_now or save_now:
-        state.g_ema.copy_state()
-        state.e_ema.copy_state()
-      if grid_now and chief:
-        write_grids(state, workdir, step, fixed_z, fixed_real, writer)
-      if save_now and step != saved_step:
-        last_checkpoint = save(step)
-        saved_step = step
-        if in_process_eval.due(step, total) and stopping is None:
-          seconds = in_process_eval(last_checkpoint, step)
-          eval_seconds += seconds
-          eval_seconds_total += seconds
-      if stopping is not None:
-        stopped_by = stopping
-        logging.warning('Received %s: saved %s at step %d; re-run the same '
-                        'command to resume.', stopped_by,
-                        last_checkpoint, step)
-        break
-  writer.flush()
-  return {'step': step, 'metrics': metrics,
-          'checkpoint': last_checkpoint, 'stopped_by': stopped_by,
-          'abandoned_loop_call': abandoned, 'state': state}
+    return stop.call(self.trainer, self.iterator, min(boundaries) - step,
+                     unsaved_steps=step - self.saved_step,
+                     on_first_step=log_compiled if first_call else None)
+
+  def _after_call(self, out) -> bool:
+    """Advances the step, checks the losses and logs; True if stopped.
+
+    Raises:
+      NonFiniteLossError: a loss is NaN or infinite.
+    """
+    steps_run = out.pop('steps_run')
+    # Under multi-worker, another worker's signal stops this one too.
+    loop_stopped = out.pop('stopped')
+    self.step += steps_run
+    step, total = self.step, self.total
+    bad = {k: v for k, v in out.items() if steps_run and not np.isfinite(v)}
+    if bad:
+      raise NonFiniteLossError(
+          f'Non-finite loss at step {step}: ' + ', '.join(
+              f'{k} = {v}' for k, v in sorted(bad.items())) +
+          f'. The last good checkpoint, {self.last_checkpoint}, is '
+          'kept; lower the learning rates or use float32, then resume.')
+    if steps_run:
+      self.metrics = out
+    if steps_run and (step % self.t.log_every == 0 or step == total):
+      now = time.time()
+      ips = (step - self.last_log_step) * self.config.batch_size / max(
+          now - self.last_log_time - self.eval_seconds, 1e-9)
+      eta = (total - step) * (
+          now - self.start_time - self.eval_seconds_total) / max(
+              step - self.start_step, 1)
+      _log(self.state, self.writer, out, step=step, total=total, ips=ips,
+           eta=eta, collapse=self.collapse, checkpoint=self.last_checkpoint,
+           images=self.fixed_real)
+      self.last_log_time, self.last_log_step = now, step
+      self.eval_seconds = 0.0
+    return loop_stopped
+
+  def _save_and_evaluate(self, stopping: Optional[str]) -> None:
+    """Grids, the checkpoint and the in-process evaluation, when due."""
+    t, step, total = self.t, self.step, self.total
+    grid_now = (t.grid_every and step % t.grid_every == 0) or step == total
+    save_now = (step % t.checkpoint_every == 0 or step == total
+                or stopping is not None)
+    if grid_now or save_now:
+      self.state.g_ema.copy_state()
+      self.state.e_ema.copy_state()
+    if grid_now and self.chief:
+      write_grids(self.state, self.workdir, step, self.fixed_z,
+                  self.fixed_real, self.writer)
+    if save_now and step != self.saved_step:
+      self.save(step)
+      if self.in_process_eval.due(step, total) and stopping is None:
+        seconds = self.in_process_eval(self.last_checkpoint, step)
+        self.eval_seconds += seconds
+        self.eval_seconds_total += seconds
