@@ -62,7 +62,7 @@ def _small_classifier():
 def _start_cli(*args):
   # Offline whatever the machine: the Hub probe goes to a closed local port,
   # and an empty Hub cache cannot hold a downloaded Inception.
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2',
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO,
              HTTPS_PROXY='http://127.0.0.1:9', https_proxy='http://127.0.0.1:9',
              TFHUB_CACHE_DIR=tempfile.mkdtemp())
   return subprocess.Popen(
@@ -107,7 +107,7 @@ class EvaluateTest(tf.test.TestCase):
         'quick_probe': subprocess.Popen(
             [sys.executable, os.path.join('eval', 'quick_probe.py'),
              f'--workdir={cls.cli_workdir}'], cwd=REPO,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'),
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
         'import': subprocess.Popen(
             [sys.executable, '-c', 'import eval.evaluate; print("ok")'],
