@@ -3,6 +3,7 @@ r"""Plots a run's evaluation curves: python eval/plot_curves.py --workdir=W --ou
 Reads W/eval/results_step{N}.json (written by eval/evaluate.py, its --watch
 sidecar, or config.eval inside training) and draws one panel per metric
 against the training step, marking the kept best step (W/best/best.json).
+It also prints the curves as a Markdown table (one row per step).
 Matplotlib ships with the requirements (mlxtend depends on it).
 """
 
@@ -21,6 +22,7 @@ _METRICS = flags.DEFINE_string(
     'metrics', 'linear_probe/top1,digit_fid,recon_accuracy',
     'Comma-separated result keys to plot.')
 
+_LOG_SCALE = ('fid', 'kid', 'digit_fid')
 # Shown as errors (1 - accuracy), as the README's results table does.
 _AS_ERROR = {'linear_probe/top1': 'linear-probe top-1 error'}
 
@@ -39,6 +41,29 @@ def read_results(workdir: str) -> dict:
   return dict(sorted(out.items()))
 
 
+def _shown(key: str, value: float) -> str:
+  if key in _AS_ERROR or key == 'recon_accuracy':
+    shown = 1 - value if key in _AS_ERROR else value
+    return f'{100 * shown:.1f}%'
+  return f'{value:.1f}'
+
+
+def markdown_table(results: dict, keys: list, best: dict = None) -> str:
+  """One row per evaluated step; the kept best step in bold."""
+  names = [_AS_ERROR.get(k, 'reconstructions kept' if k == 'recon_accuracy'
+                         else k) for k in keys]
+  names = ['digit FD' if n == 'digit_fid' else n for n in names]
+  lines = ['| step | ' + ' | '.join(names) + ' |',
+           '|---' * (len(keys) + 1) + '|']
+  for step, metrics in results.items():
+    cells = [_shown(k, metrics[k]) if k in metrics else '-' for k in keys]
+    label = str(step)
+    if best and best.get('step') == step:
+      label = f'**{step}** (best by {best["metric"]})'
+    lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
 def main(argv):
   del argv
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -49,12 +74,14 @@ def main(argv):
     print(f'error: no {_WORKDIR.value}/eval/results_step*.json to plot; run '
           'eval/evaluate.py (or --watch) first.', file=sys.stderr)
     sys.exit(2)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   best = None
   best_path = os.path.join(_WORKDIR.value, 'best', 'best.json')
-  if os.path.exists(best_path):
-    with open(best_path) as f:
+  if tf.io.gfile.exists(best_path):
+    with tf.io.gfile.GFile(best_path) as f:
       best = json.load(f)
   keys = [k for k in _METRICS.value.split(',') if k]
+  print(markdown_table(results, keys, best))
   fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
   for ax, key in zip(axes if len(keys) > 1 else [axes], keys):
     steps = [s for s, m in results.items() if key in m]
@@ -65,6 +92,10 @@ def main(argv):
     elif key == 'recon_accuracy':
       values, label = [100 * v for v in values], 'reconstructions kept (%)'
     ax.plot(steps, values, 'o-')
+    if key in _LOG_SCALE:
+      # Step 0's distance is tens of times the rest: log scale shows both.
+      ax.set_yscale('log')
+      label += ' (log scale)'
     if best:
       ax.axvline(best['step'], color='grey', linestyle=':',
                  label=f'best ({best["metric"]}) step {best["step"]}')
