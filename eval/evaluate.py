@@ -20,6 +20,7 @@ arguments are wrong (unknown metric, no workdir / checkpoint, bad module).
 import json
 import os
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -106,6 +107,24 @@ _NICE = flags.DEFINE_integer(
     '(os.nice) so the trainer goes first.', lower_bound=0)
 
 
+def _wait_for_config(workdir):
+  """A workdir the trainer has just created: wait for its config.json.
+
+  A missing workdir stays an error (load_config's, exit 2); one without
+  config.json yet is waited for up to --timeout_s, so both terminals of the
+  README's recipe can start at once.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, config_lib.CONFIG_FILENAME)
+  if not tf.io.gfile.isdir(workdir) or tf.io.gfile.exists(path):
+    return
+  logging.info('Waiting for the trainer to write %s ...', path)
+  deadline = time.time() + _TIMEOUT_S.value
+  while not tf.io.gfile.exists(path) and time.time() < deadline:
+    time.sleep(2)
+
+
 def _watch(evaluate_kwargs, metrics):
   """--watch: the sidecar loop (bigbigan_tf/evaluation/watch.py)."""
   # pylint: disable=g-import-not-at-top
@@ -115,6 +134,7 @@ def _watch(evaluate_kwargs, metrics):
   # pylint: enable=g-import-not-at-top
   workdir = _WORKDIR.value
   checkpoints.check_workdir_is_directory(workdir)
+  _wait_for_config(workdir)
   config = checkpoints.load_config(workdir)
   names, select = watch.plan(config, metrics.split(',') if metrics else None,
                              _SELECT.value)
