@@ -198,9 +198,10 @@ class WatchEndToEndTest(unittest.TestCase):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=repo)
     workdir = tempfile.mkdtemp()
-    # Checkpoints 0 and 2; then the run is resumed to step 4 while the
-    # watcher runs, which re-reads num_train_steps from config.json.
-    testing.train_tiny(workdir, steps=2)
+    # The watcher starts first, on the empty workdir the trainer is about
+    # to fill (it waits for config.json). The run writes checkpoints 0 and
+    # 2, then is resumed to step 4, which the watcher learns by re-reading
+    # num_train_steps from config.json.
     watcher = subprocess.Popen(
         [sys.executable, 'eval/evaluate.py', f'--workdir={workdir}', '--watch',
          '--metrics=recon_accuracy', '--select=recon_accuracy',
@@ -208,18 +209,26 @@ class WatchEndToEndTest(unittest.TestCase):
          '--digit_classifier_epochs=1', '--standing_stats_batches=0'],
         cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
+    early = []  # the watcher's log until it waits (or dies)
+    for line in watcher.stderr:
+      early.append(line)
+      if 'Waiting for the trainer' in line:
+        break
+    testing.train_tiny(workdir, steps=2)
     testing.train_tiny(workdir, steps=4)
     stdout, stderr = watcher.communicate(timeout=600)
-    watcher.stdout, watcher.stderr = stdout, stderr
+    stderr = ''.join(early) + stderr
     evaluated = sorted(int(n[len('results_step'):-len('.json')])
                        for n in os.listdir(os.path.join(workdir, 'eval'))
                        if n.startswith('results_step'))
-    # Step 2 first (the newest when it started), then 0 or 4, ending at 4.
-    self.assertGreaterEqual(len(evaluated), 2, (evaluated, stderr[-3000:]))
-    self.assertIn(4, evaluated)
-    self.assertIn('Evaluated step 2', stderr)
-    self.assertEqual(watcher.returncode, 0, watcher.stderr[-3000:])
+    self.assertEqual(watcher.returncode, 0, stderr[-3000:])
+    # Every checkpoint, each once: held as soon as seen, none deleted
+    # before its turn could be lost (keep_checkpoints=3 keeps 0, 2, 4).
+    self.assertEqual(evaluated, [0, 2, 4], stderr[-3000:])
+    self.assertIn('Waiting for the trainer', stderr)
     self.assertIn('final step 4', stdout)
+    self.assertFalse([n for n in os.listdir(os.path.join(workdir, 'eval'))
+                      if n.startswith('held-')])
     self.assertTrue(os.path.exists(watch.results_path(workdir, 4)))
     self.assertEqual(best.read_best(workdir)['metric'], 'recon_accuracy')
     export_dir = os.path.join(workdir, 'export_best')
