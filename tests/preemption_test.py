@@ -4,65 +4,16 @@ inside a loop call, the checkpoint kept intact and resumable."""
 import glob
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 
 import tensorflow as tf
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import testing
+
 # What preempted VMs get (GCE / TPU VMs: about 30 s); the behaviour tested.
 ANSWER_S = 10
 # One loop call far longer than any test: only a stop inside it can end it.
-LONG_LOOP = ['--config.num_train_steps=100000',
-             '--config.train.steps_per_loop=1000',
-             '--config.train.log_every=1000',
-             '--config.train.checkpoint_every=1000',
-             '--config.train.grid_every=1000']
-
-
-class _Train:
-  """train.py with the tiny config in a subprocess; its output read live."""
-
-  def __init__(self, workdir, *args):
-    cmd = [sys.executable, os.path.join(REPO, 'train.py'),
-           f'--workdir={workdir}', '--config=' + os.path.join(
-               REPO, 'bigbigan_tf', 'configs', 'tiny.py'), *args]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-    self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
-    self.lines = []
-    self._reader = threading.Thread(target=self._read, daemon=True)
-    self._reader.start()
-
-  def _read(self):
-    for line in self.proc.stdout:
-      self.lines.append(line)
-
-  def wait_for(self, text, timeout=600):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-      if any(text in line for line in self.lines):
-        return
-      if self.proc.poll() is not None:
-        break
-      time.sleep(0.1)
-    raise AssertionError(f'{text!r} not logged:\n' + self.output()[-3000:])
-
-  def signal_and_wait(self, sig):
-    """Sends `sig`; returns (exit code, seconds until the process ended)."""
-    sent = time.time()
-    self.proc.send_signal(sig)
-    try:
-      code = self.proc.wait(timeout=120)
-    finally:
-      self.proc.kill()
-    self._reader.join(timeout=10)
-    return code, time.time() - sent
-
-  def output(self):
-    return ''.join(self.lines)
+LONG_LOOP = testing.LONG_LOOP
 
 
 def _checkpoint_steps(workdir):
@@ -87,7 +38,7 @@ class PreemptionTest(tf.test.TestCase):
     # SIGTERM during the first trace, then a resume and a SIGTERM inside a
     # 1000-step loop call.
     workdir = self.create_tempdir().full_path
-    run = _Train(workdir, *LONG_LOOP)
+    run = testing.train_process(workdir, *LONG_LOOP)
     run.wait_for('tracing and compiling the loop')
     code, seconds = run.signal_and_wait(signal.SIGTERM)
     output = run.output()
@@ -100,7 +51,7 @@ class PreemptionTest(tf.test.TestCase):
     self.assertGreater(n, 100)
 
     # The kept step-0 checkpoint restores; then a stop inside the loop call.
-    run = _Train(workdir, *LONG_LOOP)
+    run = testing.train_process(workdir, *LONG_LOOP)
     run.wait_for('The training loop is compiled and running')
     time.sleep(1)  # several steps into the 1000-step call
     code, seconds = run.signal_and_wait(signal.SIGTERM)

@@ -11,10 +11,8 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import textwrap
-import threading
 import time
 
 import tensorflow as tf
@@ -24,15 +22,10 @@ from bigbigan_tf import lease
 from bigbigan_tf import write_faults
 import testing
 
-REPO = testing.REPO
-TINY = os.path.join(REPO, 'bigbigan_tf', 'configs', 'tiny.py')
+TINY = testing.TINY
 # What a preempted VM gets (about 30 s); the behaviour tested.
 ANSWER_S = 10
-LONG_LOOP = ['--config.num_train_steps=100000',
-             '--config.train.steps_per_loop=1000',
-             '--config.train.log_every=1000',
-             '--config.train.checkpoint_every=1000',
-             '--config.train.grid_every=1000']
+LONG_LOOP = testing.LONG_LOOP
 # train.py's main as `python train.py` runs it, with one write failing as on
 # a full disk (the path in argv[1]'s basename): the real error, raised where
 # files.write_atomic would write it.
@@ -51,60 +44,6 @@ files.write_atomic = write_atomic
 sys.argv[0] = train.__file__
 app.run(train.main, flags_parser=train._parse_flags)
 '''
-
-
-class _Run:
-  """A python process (train.py by default); its output read live."""
-
-  def __init__(self, *args, script='train.py', code=None):
-    cmd = [sys.executable] + (['-c', code] if code else
-                              [os.path.join(REPO, script)]) + list(args)
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL='2')
-    self.proc = subprocess.Popen(cmd, cwd=REPO, env=env,
-                                 stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
-    self.lines = []
-    self._reader = threading.Thread(target=self._read, daemon=True)
-    self._reader.start()
-
-  def _read(self):
-    for line in self.proc.stdout:
-      self.lines.append(line)
-
-  def wait_for(self, text, timeout=600):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-      if any(text in line for line in self.lines):
-        return
-      if self.proc.poll() is not None:
-        break
-      time.sleep(0.05)
-    raise AssertionError(f'{text!r} not logged:\n' + self.output()[-3000:])
-
-  def wait(self, timeout=600):
-    try:
-      code = self.proc.wait(timeout=timeout)
-    finally:
-      self.proc.kill()
-    self._reader.join(timeout=10)
-    return code
-
-  def signal_and_wait(self, sig):
-    """Sends `sig`; returns (exit code, seconds until the process ended)."""
-    sent = time.time()
-    self.proc.send_signal(sig)
-    code = self.wait(timeout=120)
-    return code, time.time() - sent
-
-  def output(self):
-    return ''.join(self.lines)
-
-  def error_lines(self):
-    return [line for line in self.lines if line.startswith('error: ')]
-
-
-def _train(workdir, *args):
-  return _Run(f'--workdir={workdir}', f'--config={TINY}', *args)
 
 
 def _listing(root):
@@ -142,7 +81,7 @@ class LeaseTest(tf.test.TestCase):
     with lease.hold(workdir, mode='lock'):
       pass
     # A holder SIGKILLed: the kernel drops its lock.
-    holder = _Run(code=textwrap.dedent(f'''
+    holder = testing.LiveRun(code=textwrap.dedent(f'''
         import time
         from bigbigan_tf import lease
         with lease.hold({workdir!r}):
@@ -235,11 +174,11 @@ class WorkdirFaultsTest(tf.test.TestCase):
 
   def test_busy_workdir_kill_write_failure_and_set_up_signal(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'w')
-    first = _train(workdir, *LONG_LOOP)
+    first = testing.train_process(workdir, *LONG_LOOP)
     try:
       first.wait_for('tracing and compiling the loop')  # ckpt-0 is saved
       before = _listing(workdir)
-      second = _train(workdir, *LONG_LOOP)
+      second = testing.train_process(workdir, *LONG_LOOP)
       self.assertEqual(second.wait(), 2, second.output()[-3000:])
       self.assertLen(second.error_lines(), 1, second.output()[-3000:])
       self.assertRegex(second.error_lines()[0],
@@ -259,8 +198,8 @@ class WorkdirFaultsTest(tf.test.TestCase):
       f.write('partial')
 
     # The next run proceeds, and a full disk at hardware.json is one line.
-    failing = _Run('hardware.json', f'--workdir={workdir}', f'--config={TINY}',
-                   *LONG_LOOP, code=_INJECTED)
+    failing = testing.LiveRun('hardware.json', f'--workdir={workdir}',
+                              f'--config={TINY}', *LONG_LOOP, code=_INJECTED)
     self.assertEqual(failing.wait(), 2, failing.output()[-3000:])
     self.assertIn(f'Removed {temp}, the unfinished part of a checkpoint save',
                   failing.output())
@@ -273,7 +212,7 @@ class WorkdirFaultsTest(tf.test.TestCase):
     self.assertFalse(os.path.exists(temp))
 
     # SIGTERM during set-up (after the lease, before the loop).
-    last = _train(workdir, *LONG_LOOP)
+    last = testing.train_process(workdir, *LONG_LOOP)
     last.wait_for('Holding the lock')
     code, seconds = last.signal_and_wait(signal.SIGTERM)
     output = last.output()
@@ -304,7 +243,7 @@ class FullDiskTest(tf.test.TestCase):
       self.skipTest(f'cannot mount a tmpfs here: {result.stderr.strip()}')
     try:
       workdir = os.path.join(mount, 'w')
-      run = _train(workdir, '--config.num_train_steps=100',
+      run = testing.train_process(workdir, '--config.num_train_steps=100',
                    '--config.train.log_every=100',
                    '--config.train.grid_every=100')
       self.assertEqual(run.wait(), 2, run.output()[-3000:])
