@@ -71,12 +71,11 @@ def hold(workdir: str, checkpoint: str, step: int) -> Optional[str]:
 
   None when the checkpoint is gone or incomplete (nothing is left behind).
   """
+  _release(workdir, step)  # a killed watcher's partial copy
   held = _held_dir(workdir, step)
-  if tf.io.gfile.exists(held):
-    tf.io.gfile.rmtree(held)
   tf.io.gfile.makedirs(held)
   if not best.hold_files(checkpoint, held):
-    tf.io.gfile.rmtree(held)
+    _release(workdir, step)
     return None
   return os.path.join(held, os.path.basename(checkpoint))
 
