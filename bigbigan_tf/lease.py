@@ -54,10 +54,11 @@ def _holder_text(info: dict) -> str:
           f"started {_when(info['start']) if 'start' in info else '?'}")
 
 
-def _refusal(workdir: str, info: dict, expires: Optional[float]) -> str:
+def _refusal(workdir: str, info: dict, expires: Optional[float],
+             what: str = 'training run') -> str:
   until = (f'; its lease expires at {_when(expires)} unless renewed'
            if expires is not None else '')
-  return (f'--workdir={workdir} is in use by another training run '
+  return (f'--workdir={workdir} is in use by another {what} '
           f'({_holder_text(info)}{until}). Wait for it to finish, stop that '
           'run, or pass another --workdir.')
 
@@ -72,8 +73,8 @@ def _read(path: str) -> dict:
 
 
 @contextlib.contextmanager
-def hold(workdir: str, *, expiry_s: float = 300.0, mode: str = 'auto'
-         ) -> Iterator[dict]:
+def hold(workdir: str, *, expiry_s: float = 300.0, mode: str = 'auto',
+         what: str = 'training run') -> Iterator[dict]:
   """Holds the workdir's lease while the `with` block runs.
 
   Args:
@@ -82,6 +83,7 @@ def hold(workdir: str, *, expiry_s: float = 300.0, mode: str = 'auto'
     mode: 'lock' (fcntl.flock, local paths), 'file' (lease file with a
       heartbeat, for remote file systems), or 'auto' (= 'file' for paths with
       '://', else 'lock').
+    what: who holds it, for messages ('training run', 'evaluator').
 
   Yields:
     This run's holder info (host, pid, start[, expires]).
@@ -97,15 +99,16 @@ def hold(workdir: str, *, expiry_s: float = 300.0, mode: str = 'auto'
           'start': time.time()}
   path = os.path.join(workdir, LEASE_FILENAME)
   if mode == 'lock':
-    with _locked(workdir, path, info):
+    with _locked(workdir, path, info, what):
       yield info
   else:
-    with _leased(workdir, path, info, expiry_s):
+    with _leased(workdir, path, info, expiry_s, what):
       yield info
 
 
 @contextlib.contextmanager
-def _locked(workdir: str, path: str, info: dict) -> Iterator[None]:
+def _locked(workdir: str, path: str, info: dict, what: str
+            ) -> Iterator[None]:
   import fcntl  # pylint: disable=g-import-not-at-top
   if os.path.isdir(workdir):
     # A busy workdir exists: test the lock without creating anything.
@@ -117,7 +120,7 @@ def _locked(workdir: str, path: str, info: dict) -> Iterator[None]:
       try:
         fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
       except BlockingIOError:
-        raise LeaseHeldError(_refusal(workdir, _read(path), None)) from None
+        raise LeaseHeldError(_refusal(workdir, _read(path), None, what)) from None
       finally:
         os.close(probe)
   os.makedirs(workdir, exist_ok=True)
@@ -127,7 +130,7 @@ def _locked(workdir: str, path: str, info: dict) -> Iterator[None]:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       # Lost a race with another starting run.
-      raise LeaseHeldError(_refusal(workdir, _read(path), None)) from None
+      raise LeaseHeldError(_refusal(workdir, _read(path), None, what)) from None
     os.ftruncate(fd, 0)
     os.write(fd, (json.dumps(info) + '\n').encode())
     logging.info('Holding the lock on %s (released when this process ends).',
@@ -140,12 +143,12 @@ def _locked(workdir: str, path: str, info: dict) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _leased(workdir: str, path: str, info: dict, expiry_s: float
-            ) -> Iterator[None]:
+def _leased(workdir: str, path: str, info: dict, expiry_s: float,
+            what: str) -> Iterator[None]:
   current = _read(path)
   now = time.time()
   if current.get('expires', 0) > now:
-    raise LeaseHeldError(_refusal(workdir, current, current['expires']))
+    raise LeaseHeldError(_refusal(workdir, current, current['expires'], what))
   if current:
     logging.warning('Taking over the expired lease %s of %s.', path,
                     _holder_text(current))
@@ -156,7 +159,7 @@ def _leased(workdir: str, path: str, info: dict, expiry_s: float
   time.sleep(min(1.0, expiry_s / 10))
   winner = _read(path)
   if winner.get('token') != info['token']:
-    raise LeaseHeldError(_refusal(workdir, winner, winner.get('expires')))
+    raise LeaseHeldError(_refusal(workdir, winner, winner.get('expires'), what))
   logging.info('Holding the lease %s (expires %s, renewed every %.0f s).',
                path, _when(info['expires']), expiry_s / 3)
   stop = threading.Event()
