@@ -15,6 +15,7 @@ import tempfile
 import textwrap
 import time
 
+import pytest
 import tensorflow as tf
 
 from bigbigan_tf import checkpoints
@@ -64,6 +65,7 @@ def _check_nothing_half_written(test, workdir):
 class LeaseTest(tf.test.TestCase):
   """lease.hold in both modes, without training."""
 
+  @pytest.mark.slow  # a holder in a subprocess
   def test_lock_refuses_while_held_and_dies_with_its_process(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'w')
     with lease.hold(workdir, mode='lock') as info:
@@ -99,10 +101,12 @@ class LeaseTest(tf.test.TestCase):
       pass
 
   def test_lease_file_heartbeat_expiry_and_release(self):
-    # The gs:// mode, on a local path.
+    # The gs:// mode, on a local path (the protocol: tests/lease_test.py).
     workdir = self.create_tempdir().full_path
-    path = os.path.join(workdir, lease.LEASE_FILENAME)
-    with lease.hold(workdir, mode='file', expiry_s=3):
+    lease_dir = os.path.join(workdir, lease.LEASE_DIRNAME)
+    with lease.hold(workdir, mode='file', expiry_s=3) as holder:
+      path = holder.path
+      self.assertEqual(os.listdir(lease_dir), [os.path.basename(path)])
       with open(path) as f:
         first = json.load(f)
       with self.assertRaisesRegex(lease.LeaseHeldError,
@@ -118,15 +122,16 @@ class LeaseTest(tf.test.TestCase):
           break
         time.sleep(0.2)
       self.assertGreater(renewed['expires'], first['expires'])
-    self.assertFalse(os.path.exists(path))  # Released.
-    # A dead holder's lease (no heartbeat) blocks only until it expires.
-    dead = dict(first, pid=first['pid'] + 1, expires=time.time() + 1.5)
+    self.assertEqual(os.listdir(lease_dir), [])  # Released.
+    # A dead holder's ticket (no heartbeat) blocks only until it expires
+    # (plus the clock-skew margin, 0.3 s here).
+    dead = dict(first, pid=first['pid'] + 1, expires=time.time() + 1.0)
     with open(path, 'w') as f:
       json.dump(dead, f)
     with self.assertRaises(lease.LeaseHeldError):
       with lease.hold(workdir, mode='file', expiry_s=3):
         pass
-    time.sleep(1.6)
+    time.sleep(1.5)
     with self.assertLogs(level='WARNING') as logs:
       with lease.hold(workdir, mode='file', expiry_s=3):
         pass
@@ -148,13 +153,15 @@ class WriteFaultsTest(tf.test.TestCase):
                        ('a file (the error names none)',
                         os.strerror(errno.ENOSPC)))
     try:
-      with tf.io.gfile.GFile('/dev/full', 'w') as f:
-        f.write('x' * 100_000)
+      with write_faults.writing('/dev/full'):
+        with tf.io.gfile.GFile('/dev/full', 'w') as f:
+          f.write('x' * 100_000)
       self.fail('writing /dev/full did not fail')
-    except tf.errors.OpError as e:
-      path, reason = write_faults.describe(e)
-      self.assertEqual(reason, os.strerror(errno.ENOSPC))
-      self.assertIn('/dev/full', path)
+    except write_faults.WriteFailed as e:
+      self.assertIsInstance(e.__cause__, tf.errors.OpError)
+      # The path is the operation's, not parsed from TensorFlow's message.
+      self.assertEqual(write_faults.describe(e),
+                       ('/dev/full', os.strerror(errno.ENOSPC)))
     memory = tf.errors.ResourceExhaustedError(None, None, 'OOM when '
                                               'allocating tensor')
     self.assertIsNone(write_faults.describe(memory))
@@ -168,6 +175,7 @@ class WriteFaultsTest(tf.test.TestCase):
         f'{workdir}), then re-run the same command to resume.')
 
 
+@pytest.mark.slow
 class WorkdirFaultsTest(tf.test.TestCase):
   """train.py on one workdir: a live run, a second trainer, a SIGKILL, a
   write failure, a SIGTERM during set-up; in that order."""
@@ -227,6 +235,7 @@ class WorkdirFaultsTest(tf.test.TestCase):
         os.path.join(workdir, 'checkpoints')), ckpt0)
 
 
+@pytest.mark.slow
 class FullDiskTest(tf.test.TestCase):
   """A real full file system: a 7 MB tmpfs; the tiny config's checkpoints are
   2.8 MB, so the third (ckpt-4) does not fit."""
