@@ -371,7 +371,7 @@ class _Run:
   def save(self, step: int) -> str:
     """Saves on every worker; returns the chief's checkpoint path."""
     self.check_lease()
-    with write_faults.writing(self.checkpoint_dir):
+    with write_faults.writing(self.write_dir):
       path = self.manager.save(checkpoint_number=step)
     distribute.remove_worker_dir(self.write_dir, self.strategy)
     self.last_checkpoint = os.path.join(self.checkpoint_dir,

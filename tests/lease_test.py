@@ -50,8 +50,10 @@ def _contend(directory, n=4, expiry_s=3.0):
   return held, refused
 
 
-def _slow_write(real, seconds=0.6):
+def _slow_write(real, seconds=0.6, written=None):
   def write_atomic(path, content):
+    if written is not None:
+      written.append(os.path.basename(path))
     # Longer than the old 0.3 s settle time, before and after the write.
     time.sleep(random.uniform(0, seconds))
     out = real(path, content)
@@ -79,12 +81,17 @@ class FileLeaseTest(tf.test.TestCase):
 
   def test_simultaneous_starts_with_slow_writes_one_holds(self):
     directory = self.create_tempdir().full_path
+    written = []
     with mock.patch.object(files, 'write_atomic',
-                           _slow_write(files.write_atomic)):
+                           _slow_write(files.write_atomic, written=written)):
       for _ in range(2):
         held, refused = _contend(directory)
         self.assertLen(held, 1, refused)
         self.assertLen(refused, 3)
+        # Several contended for real (wrote tickets), not just the first.
+        self.assertGreater(len({n for n in written
+                                if n.startswith('ticket-')}), 1)
+        del written[:]
         for text in refused:
           self.assertRegex(text, r'is in use by another training run \(pid '
                            rf'{os.getpid()} on host .*its lease expires at')
@@ -92,12 +99,15 @@ class FileLeaseTest(tf.test.TestCase):
 
   def test_simultaneous_starts_on_a_copy_and_delete_store_one_holds(self):
     directory = self.create_tempdir().full_path
+    written = []
     with mock.patch.object(files, 'write_atomic',
-                           _slow_write(files.write_atomic, 0.3)), \
+                           _slow_write(files.write_atomic, 0.3, written)), \
         mock.patch.object(tf.io.gfile, 'rename', _copy_then_delete):
       held, refused = _contend(directory)
     self.assertLen(held, 1, refused)
     self.assertLen(refused, 3)
+    self.assertGreater(len({n for n in written if n.startswith('ticket-')}),
+                       1)
 
   def test_a_stalled_holder_loses_to_its_successor_and_stops(self):
     directory = self.create_tempdir().full_path
