@@ -236,6 +236,52 @@ class WorkdirFaultsTest(tf.test.TestCase):
 
 
 @pytest.mark.slow
+class LeaseFileTrainingTest(tf.test.TestCase):
+  """--config.train.lease=file end to end: a holder SIGSTOPped past its
+  expiry loses to its successor, and exits 2 on SIGCONT writing nothing."""
+
+  def test_stalled_trainer_gives_up_while_its_successor_trains(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'w')
+    args = ['--config.train.lease=file', '--config.train.lease_expiry_s=3',
+            '--config.num_train_steps=100000',
+            '--config.train.grid_every=1000'] + [
+                f'--config.train.{f}=10' for f in ('steps_per_loop',
+                                                   'log_every',
+                                                   'checkpoint_every')]
+    a = testing.train_process(workdir, *args)
+    b = None
+    try:
+      a.wait_for('step 10/')
+      a.proc.send_signal(signal.SIGSTOP)
+      time.sleep(3.5)  # past its expiry and the clock-skew margin
+      b = testing.train_process(workdir, *args)
+      b.wait_for('Holding the lease')
+      taken = time.time()
+      a.proc.send_signal(signal.SIGCONT)
+      self.assertEqual(a.wait(timeout=60), 2, a.output()[-3000:])
+      self.assertLen(a.error_lines(), 1, a.output()[-3000:])
+      self.assertRegex(a.error_lines()[0], rf'^error: lost the lease on '
+                       rf'{workdir} to pid {b.proc.pid} on host .*: this '
+                       r"run's renewals stopped for \d+ s \(lease expiry 3 "
+                       r's\); it wrote nothing after that\.$')
+      # A's summaries (its pid in the name) and any checkpoint: nothing
+      # written since the takeover (B is still setting up).
+      events = glob.glob(os.path.join(workdir, 'train',
+                                      f'*.{a.proc.pid}.*'))
+      self.assertNotEmpty(events)
+      for path in events + glob.glob(os.path.join(workdir, 'checkpoints',
+                                                  'ckpt-*')):
+        self.assertLess(os.path.getmtime(path), taken, path)
+      b.wait_for('step 20/')  # the successor trains
+      self.assertIsNone(b.proc.poll())
+    finally:
+      for run in (a, b):
+        if run is not None:
+          run.proc.kill()
+          run.wait()
+
+
+@pytest.mark.slow
 class FullDiskTest(tf.test.TestCase):
   """A real full file system: a 7 MB tmpfs; the tiny config's checkpoints are
   2.8 MB, so the third (ckpt-4) does not fit."""
