@@ -68,7 +68,8 @@ class LeaseTest(tf.test.TestCase):
   @pytest.mark.slow  # a holder in a subprocess
   def test_lock_refuses_while_held_and_dies_with_its_process(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'w')
-    with lease.hold(workdir, mode='lock') as info:
+    with lease.hold(workdir, mode='lock') as holder:
+      info = holder.info
       before = _listing(workdir)
       # flock locks of two opens conflict, even in one process.
       with self.assertRaisesRegex(
