@@ -289,6 +289,15 @@ class _Tickets:
                               expired))
     return entries
 
+  def remove_stale_temps(self) -> None:
+    """Deletes write_atomic's temporaries that killed writers left."""
+    for name in tf.io.gfile.listdir(self.dir):
+      path = os.path.join(self.dir, name)
+      with contextlib.suppress(tf.errors.NotFoundError):
+        if '.json.tmp-' in name and _now() > tf.io.gfile.stat(
+            path).mtime_nsec / 1e9 + self.expiry_s + self.margin:
+          _remove(path)
+
   def unexpired_tickets(self, entries=None) -> list[_Entry]:
     entries = self.scan() if entries is None else entries
     return sorted((e for e in entries if e.kind == 'ticket' and not e.expired),
@@ -377,6 +386,7 @@ class _TicketHolder(Holder):
         logging.warning('Taking over the expired lease of %s (%s).',
                         _holder_text(e.info), os.path.basename(e.path))
         _remove(e.path)
+    self.tickets.remove_stale_temps()
 
   def _probe_lock(self) -> None:
     import fcntl  # pylint: disable=g-import-not-at-top

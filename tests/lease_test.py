@@ -163,6 +163,11 @@ class FileLeaseTest(tf.test.TestCase):
                            '.json'), 'w') as f:
       f.write('{"half-cop')  # unreadable and old: judged by its mtime
     os.utime(f.name, (time.time() - 60, time.time() - 60))
+    # A writer killed between write_atomic's write and its rename.
+    with open(os.path.join(lease_dir, 'ticket-000000000006-' + 'd' * 32 +
+                           '.json.tmp-' + 'e' * 32), 'w') as f:
+      f.write('{}')
+    os.utime(f.name, (time.time() - 60, time.time() - 60))
     with self.assertLogs(level='WARNING') as logs:
       with lease.hold(directory, mode='file', expiry_s=3) as h:
         # Numbers only grow, expired ones counted.
