@@ -8,15 +8,17 @@ with multi_worker, start the same command on every worker with its TF_CONFIG
 and a --workdir all of them see (gs:// or a shared file system): the chief
 writes config, checkpoints, summaries and grids, the others only take part.
 
-One trainer per workdir: the run (the chief, under multi-worker) holds
-W/lease.json's lease until it ends (bigbigan_tf/lease.py); a second trainer on
-a busy workdir is refused before it writes anything.
+One trainer per workdir: the run (the chief, under multi-worker) holds the
+workdir's lease until it ends (bigbigan_tf/lease.py, --config.train.lease); a
+second trainer on a busy workdir is refused before it writes anything, and a
+holder that loses its lease (stalled past its expiry) stops writing at once.
 
 Exit status: 0 done; 2 bad input (config file, --config.FIELD, workdir, data,
-unreadable checkpoints), a workdir in use by another run, or a failed write
-(full disk, quota, permissions: the last good checkpoint is kept), reported in
-one line; 128 + signal when stopped by SIGTERM / SIGINT (in the loop after
-saving a checkpoint; during set-up at once, with nothing half-written).
+unreadable checkpoints), a workdir in use by another run, a lost lease, or a
+failed write (full disk, quota, permissions: the last good checkpoint is
+kept), reported in one line; 128 + signal when stopped by SIGTERM / SIGINT
+(in the loop after saving a checkpoint; during set-up at once, with nothing
+half-written).
 """
 
 import os
@@ -142,7 +144,7 @@ def _main():
   except (config_lib.ConfigError, checkpoints.ConfigConflictError,
           checkpoints.WorkdirError, checkpoints.UnreadableCheckpointError,
           data_lib.DataError, distribute.StrategyError,
-          hardware.HardwareError, lease.LeaseHeldError,
+          hardware.HardwareError, lease.LeaseError,
           train_lib.NonFiniteLossError) as e:
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {e}', file=sys.stderr)

@@ -28,9 +28,10 @@ DATA_NAME_FORMS = "'mnist', 'tfds:NAME' or 'folder:PATH'"
 # hardware ('auto'; a resume that resolves them differently is logged and
 # recorded in W/hardware.json). optim.grad_accum_steps only changes how a
 # batch is split into micro-batches, not the model or its updates' meaning,
-# and train.lease_expiry_s only the workdir's lease; a resume logs both.
+# and train.lease / train.lease_expiry_s only the workdir's lease; a resume
+# logs them.
 RESUMABLE_FIELDS = ('num_train_steps', 'train.precision',
-                    'optim.grad_accum_steps',
+                    'optim.grad_accum_steps', 'train.lease',
                     'train.lease_expiry_s', 'eval.every_steps',
                     'eval.metrics', 'eval.num_samples',
                     'eval.select') + hardware.SWITCHES
@@ -157,6 +158,8 @@ def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
          and not isinstance(t.lease_expiry_s, bool) and t.lease_expiry_s >= 3,
          'train.lease_expiry_s', t.lease_expiry_s,
          'it must be a number of seconds >= 3')
+  _check(t.lease in ('auto', 'lock', 'file'), 'train.lease', t.lease,
+         "allowed values are 'auto', 'lock' and 'file'")
   ev = config.eval
   _check(isinstance(ev.every_steps, int) and ev.every_steps >= 0
          and ev.every_steps % t.checkpoint_every == 0, 'eval.every_steps',
@@ -210,6 +213,7 @@ FIELDS_ADDED_LATER = {
     'model.generator.channel_multipliers': (),
     'model.discriminator.channel_multipliers': (),
     'train.lease_expiry_s': 300,
+    'train.lease': 'auto',
     'eval.every_steps': 0,
     'eval.metrics': '',
     'eval.num_samples': 1000,

@@ -233,6 +233,37 @@ def remove_worker_dir(write_dir: str, strategy: tf.distribute.Strategy
     tf.io.gfile.rmtree(temp)
 
 
+def wait_for_chief(strategy: tf.distribute.Strategy,
+                   refusal: Exception | None, workdir: str) -> None:
+  """Every worker learns whether the chief holds the workdir's lease.
+
+  A second multi-worker run's workers must not touch the workdir (not even
+  delete their workertemp_ID, which may be the live run's) unless their chief
+  holds it. The chief's verdict is all-reduced (a sum of refusals over every
+  replica), so the workers wait here for it. One host: nothing to wait for.
+
+  Args:
+    strategy: the run's strategy.
+    refusal: on the chief, the error that refused it the lease, else None.
+    workdir: for the workers' message.
+
+  Raises:
+    The chief's `refusal` on the chief; StrategyError on the other workers of
+    a refused chief. Nothing was written either way.
+  """
+  if task(strategy)[0] is not None:
+    vote = float(refusal is not None)
+    votes = strategy.run(lambda: tf.constant(vote))
+    refused = float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes,
+                                    axis=None)) > 0
+    if refused and refusal is None:
+      raise StrategyError(
+          f'the chief of this multi-worker run could not hold --workdir='
+          f'{workdir} (its log says why); this worker wrote nothing.')
+  if refusal is not None:
+    raise refusal
+
+
 def _cpu_strategy() -> tf.distribute.Strategy:
   """Mirrors over the logical CPUs if there are several, else one device."""
   cpus = tf.config.list_logical_devices('CPU')

@@ -14,6 +14,8 @@ import uuid
 
 import tensorflow as tf
 
+from bigbigan_tf import write_faults
+
 
 def write_atomic(path: str, content: Union[str, bytes]) -> str:
   """Writes `content` to `path` atomically; creates missing parent dirs.
@@ -24,20 +26,25 @@ def write_atomic(path: str, content: Union[str, bytes]) -> str:
 
   Returns:
     `path`.
+
+  Raises:
+    write_faults.WriteFailed: storage refused (full, quota, permission).
   """
-  parent = os.path.dirname(path)
-  if parent:
-    tf.io.gfile.makedirs(parent)
-  temp_path = f'{path}.tmp-{uuid.uuid4().hex}'
-  try:
-    with tf.io.gfile.GFile(temp_path,
-                           'wb' if isinstance(content, bytes) else 'w') as f:
-      f.write(content)
-    tf.io.gfile.rename(temp_path, path, overwrite=True)
-  finally:
-    # Only left behind if the write or the rename failed.
-    if tf.io.gfile.exists(temp_path):
-      tf.io.gfile.remove(temp_path)
+  # A full disk, a quota or a permission here is a failed write of `path`.
+  with write_faults.writing(path):
+    parent = os.path.dirname(path)
+    if parent:
+      tf.io.gfile.makedirs(parent)
+    temp_path = f'{path}.tmp-{uuid.uuid4().hex}'
+    try:
+      with tf.io.gfile.GFile(temp_path,
+                             'wb' if isinstance(content, bytes) else 'w') as f:
+        f.write(content)
+      tf.io.gfile.rename(temp_path, path, overwrite=True)
+    finally:
+      # Only left behind if the write or the rename failed.
+      if tf.io.gfile.exists(temp_path):
+        tf.io.gfile.remove(temp_path)
   return path
 
 

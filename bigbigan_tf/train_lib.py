@@ -12,6 +12,7 @@ The workdir layout, the checkpointed `TrainState` and `restore` live in
 
 import contextlib
 import os
+import sys
 import time
 from typing import Any, Optional
 
@@ -32,6 +33,7 @@ from bigbigan_tf import monitoring
 from bigbigan_tf import precision
 from bigbigan_tf import preemption
 from bigbigan_tf import trainer as trainer_lib
+from bigbigan_tf import write_faults
 from bigbigan_tf.models import ops
 
 class NonFiniteLossError(RuntimeError):
@@ -74,17 +76,26 @@ def _format_eta(seconds: float) -> str:
   return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s'
 
 
+def _exit_on_lost(error: lease.LeaseLostError) -> None:
+  """Lease lost: stop at once (a cut save leaves *_temp, removed later)."""
+  logging.error('%s', error)
+  logging.flush()
+  print(f'error: {error}', file=sys.stderr, flush=True)
+  os._exit(2)  # pylint: disable=protected-access
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        strategy: Optional[tf.distribute.Strategy] = None,
-                       lease_mode: str = 'auto') -> dict[str, Any]:
+                       on_lost=_exit_on_lost) -> dict[str, Any]:
   """Trains (or resumes) BigBiGAN in `workdir` up to `config.num_train_steps`.
 
   Args:
     config: a full config (configs/base.py).
     workdir: where config, checkpoints, summaries and grids go (gs:// works).
     strategy: a tf.distribute strategy; None = the default (one device).
-    lease_mode: how the chief holds the workdir (`lease.hold`): 'auto' (an
-      OS lock locally, a lease file on gs://), or 'lock' / 'file'.
+    on_lost: called (from the lease's heartbeat) if the chief loses the
+      workdir's lease (`config.train.lease` 'file'); the default prints one
+      line and exits 2.
 
   Returns:
     {'step': final step, 'metrics': the last logged metrics (floats),
@@ -98,7 +109,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ConfigError / checkpoints.ConfigConflictError / DataError /
       checkpoints.WorkdirError / checkpoints.UnreadableCheckpointError /
       hardware.HardwareError: before training starts.
-    lease.LeaseHeldError: another run holds the workdir; nothing written.
+    lease.LeaseError: another run holds the workdir (LeaseHeldError; under
+      multi-worker, refused the chief: nothing written), 'lock' mode without
+      OS locks, or the lease was lost (LeaseLostError: nothing written since).
     NonFiniteLossError: a loss became NaN/inf (last good checkpoint kept).
   """
   strategy = strategy or tf.distribute.get_strategy()
@@ -113,14 +126,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # before it writes anything, for the whole run; the other workers of a
   # multi-worker run take part in the chief's run and take none.
   checkpoints.check_workdir_is_directory(workdir)
-  held = (lease.hold(workdir, expiry_s=config.train.lease_expiry_s,
-                     mode=lease_mode) if distribute.is_chief(strategy)
-          else contextlib.nullcontext())
-  with held:
-    return _set_up_and_train(config, workdir, strategy, resolution)
+  chief = distribute.is_chief(strategy)
+  with contextlib.ExitStack() as stack:
+    holder, refused = lease.Holder({}, 'none'), None
+    if chief:
+      mode, why = lease.resolve_mode(workdir, config.train.lease)
+      logging.info('train.lease %s -> %s (%s).', config.train.lease, mode, why)
+      try:
+        holder = stack.enter_context(lease.hold(
+            workdir, expiry_s=config.train.lease_expiry_s,
+            mode=config.train.lease, on_lost=on_lost))
+      except lease.LeaseError as e:
+        refused = e
+    # Other workers touch the workdir only once their chief holds it.
+    distribute.wait_for_chief(strategy, refused, workdir)
+    return _set_up_and_train(config, workdir, strategy, resolution, holder)
 
 
-def _set_up_and_train(config, workdir, strategy, resolution):
+def _set_up_and_train(config, workdir, strategy, resolution, holder):
+  holder.check()
   if distribute.is_chief(strategy):
     # A save cut short (a full disk, a SIGKILL) leaves ckpt-STEP_temp/.
     checkpoints.remove_stale_temps(
@@ -136,7 +160,7 @@ def _set_up_and_train(config, workdir, strategy, resolution):
     tf.config.experimental.enable_op_determinism()
   keras.utils.set_random_seed(config.seed)
   with precision.dtype_policy(config.train.precision):
-    return _train(config, workdir, strategy, resolution)
+    return _Run(config, workdir, strategy, resolution, holder).loop()
 
 
 def _data_iterator(config, strategy, *, seed):
@@ -272,10 +296,6 @@ class InProcessEvaluation:
     return seconds
 
 
-def _train(config, workdir, strategy, resolution):
-  return _Run(config, workdir, strategy, resolution).loop()
-
-
 class _Run:
   """One call of the training loop, in pieces with one concern each.
 
@@ -285,8 +305,11 @@ class _Run:
   runs the in-process evaluation, and `loop` strings them together.
   """
 
-  def __init__(self, config, workdir, strategy, resolution):
+  def __init__(self, config, workdir, strategy, resolution, holder):
     t = self.t = config.train
+    # Before every write (a run resumed from SIGSTOP may wake before its
+    # lease's heartbeat): raises lease.LeaseLostError once it is lost.
+    self.check_lease = holder.check
     self.config, self.workdir, self.strategy = config, workdir, strategy
     self.chief = chief = distribute.is_chief(strategy)
     # Checks config.eval's metrics before any work.
@@ -347,7 +370,9 @@ class _Run:
 
   def save(self, step: int) -> str:
     """Saves on every worker; returns the chief's checkpoint path."""
-    path = self.manager.save(checkpoint_number=step)
+    self.check_lease()
+    with write_faults.writing(self.write_dir):
+      path = self.manager.save(checkpoint_number=step)
     distribute.remove_worker_dir(self.write_dir, self.strategy)
     self.last_checkpoint = os.path.join(self.checkpoint_dir,
                                         os.path.basename(path))
@@ -360,8 +385,7 @@ class _Run:
     if self.step == 0 and not self.resumed_from:
       self.save(0)
       if self.total == 0 and self.chief:
-        write_grids(self.state, self.workdir, 0, self.fixed_z,
-                    self.fixed_real, self.writer)
+        self._write_grids(0)
     self.start_step, self.start_time = self.step, time.time()
     self.last_log_time, self.last_log_step = self.start_time, self.step
     first_call = True
@@ -387,7 +411,9 @@ class _Run:
                           'same command to resume.', stopping,
                           self.last_checkpoint, self.step)
           break
-    self.writer.flush()
+    self.check_lease()
+    with write_faults.writing(os.path.join(self.workdir, 'train')):
+      self.writer.flush()
     return {'step': self.step, 'metrics': self.metrics,
             'checkpoint': self.last_checkpoint,
             'stopped_by': self.stopped_by,
@@ -439,9 +465,11 @@ class _Run:
       eta = (total - step) * (
           now - self.start_time - self.eval_seconds_total) / max(
               step - self.start_step, 1)
-      _log(self.state, self.writer, out, step=step, total=total, ips=ips,
-           eta=eta, collapse=self.collapse, checkpoint=self.last_checkpoint,
-           images=self.fixed_real)
+      self.check_lease()
+      with write_faults.writing(os.path.join(self.workdir, 'train')):
+        _log(self.state, self.writer, out, step=step, total=total, ips=ips,
+             eta=eta, collapse=self.collapse,
+             checkpoint=self.last_checkpoint, images=self.fixed_real)
       self.last_log_time, self.last_log_step = now, step
       self.eval_seconds = 0.0
     return loop_stopped
@@ -456,11 +484,16 @@ class _Run:
       self.state.g_ema.copy_state()
       self.state.e_ema.copy_state()
     if grid_now and self.chief:
-      write_grids(self.state, self.workdir, step, self.fixed_z,
-                  self.fixed_real, self.writer)
+      self._write_grids(step)
     if save_now and step != self.saved_step:
       self.save(step)
       if self.in_process_eval.due(step, total) and stopping is None:
+        self.check_lease()
         seconds = self.in_process_eval(self.last_checkpoint, step)
         self.eval_seconds += seconds
         self.eval_seconds_total += seconds
+
+  def _write_grids(self, step: int) -> None:
+    self.check_lease()  # PNGs are written through files.write_atomic
+    write_grids(self.state, self.workdir, step, self.fixed_z, self.fixed_real,
+                self.writer)

@@ -5,7 +5,8 @@ steps, then resume for a long loop that a SIGTERM to the second worker alone
 stops, as `train.py --strategy=multi_worker` does (a small driver calls the
 same functions, then reports a checksum of its variables in a file outside
 the workdir, to compare the workers' weights). The chief holds the workdir's
-lease; the other worker takes none, so it does not refuse its own chief.
+lease; the other worker takes none, so it does not refuse its own chief, but
+waits for the chief's verdict before it touches the workdir.
 """
 
 import glob
@@ -18,9 +19,12 @@ import sys
 import tempfile
 import threading
 import time
+from unittest import mock
 
+import pytest
 import tensorflow as tf
 
+from bigbigan_tf import lease
 import testing
 
 _DRIVER = r'''
@@ -65,6 +69,7 @@ def _free_ports(n):
   return ports
 
 
+@pytest.mark.slow
 class MultiWorkerTest(tf.test.TestCase):
 
   def _run_workers(self, workdir, steps, reports_dir, sigterm_worker=None):
@@ -162,6 +167,35 @@ class MultiWorkerTest(tf.test.TestCase):
                                                    f'ckpt-{stop_step}'))
     self.assertEqual(int(reader.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE')),
                      stop_step)
+
+
+  def test_a_refused_chief_stops_its_workers_before_they_touch_the_workdir(
+      self):
+    workdir = self.create_tempdir().full_path
+    # What a live run's second worker may be saving into right now.
+    live = os.path.join(workdir, 'workertemp_1', 'checkpoints')
+    os.makedirs(live)
+    workers = [f'127.0.0.1:{p}' for p in _free_ports(2)]
+    with lease.hold(workdir, mode='lock') as holder:  # the live run
+      runs = []
+      for index in range(2):
+        tf_config = json.dumps({'cluster': {'worker': workers},
+                                'task': {'type': 'worker', 'index': index}})
+        with mock.patch.dict(os.environ, {'TF_CONFIG': tf_config}):
+          runs.append(testing.train_process(workdir, '--strategy=multi_worker',
+                                            *testing.LONG_LOOP))
+      codes = [run.wait(timeout=600) for run in runs]
+    self.assertEqual(codes, [2, 2], [r.output()[-3000:] for r in runs])
+    chief, other = [run.error_lines() for run in runs]
+    self.assertLen(chief, 1)
+    self.assertRegex(chief[0], rf'^error: --workdir={workdir} is in use by '
+                     rf'another training run \(pid {holder.info["pid"]} ')
+    self.assertEqual(other, [
+        'error: the chief of this multi-worker run could not hold --workdir='
+        f'{workdir} (its log says why); this worker wrote nothing.\n'])
+    self.assertTrue(os.path.isdir(live))
+    self.assertEqual(sorted(os.listdir(workdir)), ['lease.json',
+                                                   'workertemp_1'])
 
 
 if __name__ == '__main__':

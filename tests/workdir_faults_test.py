@@ -15,6 +15,7 @@ import tempfile
 import textwrap
 import time
 
+import pytest
 import tensorflow as tf
 
 from bigbigan_tf import checkpoints
@@ -64,9 +65,11 @@ def _check_nothing_half_written(test, workdir):
 class LeaseTest(tf.test.TestCase):
   """lease.hold in both modes, without training."""
 
+  @pytest.mark.slow  # a holder in a subprocess
   def test_lock_refuses_while_held_and_dies_with_its_process(self):
     workdir = os.path.join(self.create_tempdir().full_path, 'w')
-    with lease.hold(workdir, mode='lock') as info:
+    with lease.hold(workdir, mode='lock') as holder:
+      info = holder.info
       before = _listing(workdir)
       # flock locks of two opens conflict, even in one process.
       with self.assertRaisesRegex(
@@ -99,10 +102,12 @@ class LeaseTest(tf.test.TestCase):
       pass
 
   def test_lease_file_heartbeat_expiry_and_release(self):
-    # The gs:// mode, on a local path.
+    # The gs:// mode, on a local path (the protocol: tests/lease_test.py).
     workdir = self.create_tempdir().full_path
-    path = os.path.join(workdir, lease.LEASE_FILENAME)
-    with lease.hold(workdir, mode='file', expiry_s=3):
+    lease_dir = os.path.join(workdir, lease.LEASE_DIRNAME)
+    with lease.hold(workdir, mode='file', expiry_s=3) as holder:
+      path = holder.path
+      self.assertEqual(os.listdir(lease_dir), [os.path.basename(path)])
       with open(path) as f:
         first = json.load(f)
       with self.assertRaisesRegex(lease.LeaseHeldError,
@@ -118,15 +123,16 @@ class LeaseTest(tf.test.TestCase):
           break
         time.sleep(0.2)
       self.assertGreater(renewed['expires'], first['expires'])
-    self.assertFalse(os.path.exists(path))  # Released.
-    # A dead holder's lease (no heartbeat) blocks only until it expires.
-    dead = dict(first, pid=first['pid'] + 1, expires=time.time() + 1.5)
+    self.assertEqual(os.listdir(lease_dir), [])  # Released.
+    # A dead holder's ticket (no heartbeat) blocks only until it expires
+    # (plus the clock-skew margin, 0.3 s here).
+    dead = dict(first, pid=first['pid'] + 1, expires=time.time() + 1.0)
     with open(path, 'w') as f:
       json.dump(dead, f)
     with self.assertRaises(lease.LeaseHeldError):
       with lease.hold(workdir, mode='file', expiry_s=3):
         pass
-    time.sleep(1.6)
+    time.sleep(1.5)
     with self.assertLogs(level='WARNING') as logs:
       with lease.hold(workdir, mode='file', expiry_s=3):
         pass
@@ -148,13 +154,15 @@ class WriteFaultsTest(tf.test.TestCase):
                        ('a file (the error names none)',
                         os.strerror(errno.ENOSPC)))
     try:
-      with tf.io.gfile.GFile('/dev/full', 'w') as f:
-        f.write('x' * 100_000)
+      with write_faults.writing('/dev/full'):
+        with tf.io.gfile.GFile('/dev/full', 'w') as f:
+          f.write('x' * 100_000)
       self.fail('writing /dev/full did not fail')
-    except tf.errors.OpError as e:
-      path, reason = write_faults.describe(e)
-      self.assertEqual(reason, os.strerror(errno.ENOSPC))
-      self.assertIn('/dev/full', path)
+    except write_faults.WriteFailed as e:
+      self.assertIsInstance(e.__cause__, tf.errors.OpError)
+      # The path is the operation's, not parsed from TensorFlow's message.
+      self.assertEqual(write_faults.describe(e),
+                       ('/dev/full', os.strerror(errno.ENOSPC)))
     memory = tf.errors.ResourceExhaustedError(None, None, 'OOM when '
                                               'allocating tensor')
     self.assertIsNone(write_faults.describe(memory))
@@ -168,6 +176,7 @@ class WriteFaultsTest(tf.test.TestCase):
         f'{workdir}), then re-run the same command to resume.')
 
 
+@pytest.mark.slow
 class WorkdirFaultsTest(tf.test.TestCase):
   """train.py on one workdir: a live run, a second trainer, a SIGKILL, a
   write failure, a SIGTERM during set-up; in that order."""
@@ -227,6 +236,53 @@ class WorkdirFaultsTest(tf.test.TestCase):
         os.path.join(workdir, 'checkpoints')), ckpt0)
 
 
+@pytest.mark.slow
+class LeaseFileTrainingTest(tf.test.TestCase):
+  """--config.train.lease=file end to end: a holder SIGSTOPped past its
+  expiry loses to its successor, and exits 2 on SIGCONT writing nothing."""
+
+  def test_stalled_trainer_gives_up_while_its_successor_trains(self):
+    workdir = os.path.join(self.create_tempdir().full_path, 'w')
+    args = ['--config.train.lease=file', '--config.train.lease_expiry_s=3',
+            '--config.num_train_steps=100000',
+            '--config.train.grid_every=1000'] + [
+                f'--config.train.{f}=10' for f in ('steps_per_loop',
+                                                   'log_every',
+                                                   'checkpoint_every')]
+    a = testing.train_process(workdir, *args)
+    b = None
+    try:
+      a.wait_for('step 10/')
+      a.proc.send_signal(signal.SIGSTOP)
+      time.sleep(3.5)  # past its expiry and the clock-skew margin
+      b = testing.train_process(workdir, *args)
+      b.wait_for('Holding the lease')
+      taken = time.time()
+      a.proc.send_signal(signal.SIGCONT)
+      self.assertEqual(a.wait(timeout=60), 2, a.output()[-3000:])
+      self.assertLen(a.error_lines(), 1, a.output()[-3000:])
+      self.assertRegex(a.error_lines()[0], rf'^error: lost the lease on '
+                       rf'{workdir} to pid {b.proc.pid} on host .*: this '
+                       r"run's renewals stopped for \d+ s \(lease expiry 3 "
+                       r's\); it wrote nothing after that\.$')
+      # A's summaries (its pid in the name) and any checkpoint: nothing
+      # written since the takeover (B is still setting up).
+      events = glob.glob(os.path.join(workdir, 'train',
+                                      f'*.{a.proc.pid}.*'))
+      self.assertNotEmpty(events)
+      for path in events + glob.glob(os.path.join(workdir, 'checkpoints',
+                                                  'ckpt-*')):
+        self.assertLess(os.path.getmtime(path), taken, path)
+      b.wait_for('step 20/')  # the successor trains
+      self.assertIsNone(b.proc.poll())
+    finally:
+      for run in (a, b):
+        if run is not None:
+          run.proc.kill()
+          run.wait()
+
+
+@pytest.mark.slow
 class FullDiskTest(tf.test.TestCase):
   """A real full file system: a 7 MB tmpfs; the tiny config's checkpoints are
   2.8 MB, so the third (ckpt-4) does not fit."""
