@@ -168,6 +168,9 @@ class WatchTest(unittest.TestCase):
     with self.assertRaisesRegex(Exception, 'selection metric fid needs fid'):
       watch.plan(tiny.get_config(), None, 'fid',
                  inception='/nonexistent/inception')
+    with self.assertRaisesRegex(Exception, 'None of the metrics.*fid'):
+      watch.plan(tiny.get_config(), ['fid'], 'auto',
+                 inception='/nonexistent/inception')
 
 
 class RelativeWorkdirTest(unittest.TestCase):
@@ -198,7 +201,6 @@ class WatchEndToEndTest(unittest.TestCase):
     import subprocess  # pylint: disable=g-import-not-at-top
     import sys  # pylint: disable=g-import-not-at-top
     import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
-    from tests import testing  # pylint: disable=g-import-not-at-top
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=repo)
     workdir = tempfile.mkdtemp()
@@ -220,8 +222,14 @@ class WatchEndToEndTest(unittest.TestCase):
       early.append(line)
       if 'Waiting for the trainer' in line:
         break
-    testing.train_tiny(workdir, steps=2)
-    testing.train_tiny(workdir, steps=4)
+    from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
+    from bigbigan_tf.configs import tiny  # pylint: disable=g-import-not-at-top
+    config = tiny.get_config()
+    for steps in (2, 4):
+      with config.unlocked():
+        # The watcher's default num_samples is the run's: small, for speed.
+        config.num_train_steps, config.eval.num_samples = steps, 100
+      train_lib.train_and_evaluate(config, workdir)
     stdout, stderr = watcher.communicate(timeout=600)
     stderr = ''.join(early) + stderr
     evaluated = sorted(int(n[len('results_step'):-len('.json')])
@@ -239,7 +247,7 @@ class WatchEndToEndTest(unittest.TestCase):
     # The metrics it could not compute, named once; W/best by the probe.
     self.assertEqual(stderr.count('drops the metrics it cannot compute'), 1)
     self.assertIn('is, fid, kid', stderr)
-    self.assertIn('num_samples=1000 (config.eval.num_samples)', stderr)
+    self.assertIn('num_samples=100 (config.eval.num_samples)', stderr)
     self.assertEqual(best.read_best(workdir)['metric'], 'linear_probe/top1')
     kept = best.read_best(workdir)['step']
     self.assertEqual(sorted(os.listdir(os.path.join(workdir, 'best'))),

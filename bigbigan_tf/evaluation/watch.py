@@ -110,6 +110,9 @@ def plan(config, metrics: Optional[Sequence[str]], select: str, *,
         'compute is/fid/kid offline, pass --inception=PATH to a local copy '
         'of TF-GAN\'s Inception SavedModel.', ', '.join(dropped),
         '; '.join(sorted(set(dropped.values()))))
+  if not names:
+    raise metric_plan.EvaluationError(
+        f'None of the metrics can be computed here: {dropped}.')
   if select == 'auto':
     select = next((m for m in best.AUTO_ORDER if m in names), 'linear_probe')
   try:
