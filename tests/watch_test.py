@@ -165,6 +165,7 @@ class WatchTest(unittest.TestCase):
     self.assertIn('drops the metrics it cannot compute here: is, fid, kid',
                   logs.output[0])
     self.assertIn('--inception=PATH', logs.output[0])
+    self.assertNotIn('\n', logs.output[0])  # one line, not the instructions
     with self.assertRaisesRegex(Exception, 'selection metric fid needs fid'):
       watch.plan(tiny.get_config(), None, 'fid',
                  inception='/nonexistent/inception')

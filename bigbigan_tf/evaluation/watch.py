@@ -109,7 +109,8 @@ def plan(config, metrics: Optional[Sequence[str]], select: str, *,
         'The watcher drops the metrics it cannot compute here: %s (%s). To '
         'compute is/fid/kid offline, pass --inception=PATH to a local copy '
         'of TF-GAN\'s Inception SavedModel.', ', '.join(dropped),
-        '; '.join(sorted(set(dropped.values()))))
+        '; '.join(sorted({why.split('\n')[0].split('; ')[0]
+                          for why in dropped.values()})))
   if not names:
     raise metric_plan.EvaluationError(
         f'None of the metrics can be computed here: {dropped}.')
