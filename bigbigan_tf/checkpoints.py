@@ -40,6 +40,7 @@ from bigbigan_tf import hardware
 from bigbigan_tf import models
 from bigbigan_tf import optimizers
 from bigbigan_tf import precision
+from bigbigan_tf import workdir_layout
 
 CHECKPOINT_DIR = defaults.CHECKPOINT_DIR
 
@@ -443,10 +444,12 @@ def log_resume_changes(config: ml_collections.ConfigDict,
 def resolve_checkpoint(workdir: str, checkpoint: Optional[str]) -> Optional[str]:
   """`checkpoint`, with 'best' turned into the kept best (W/best/) prefix.
 
+  Read through the pointer W/best/best.json only (`workdir_layout`), which
+  the evaluator moves last, after the copy it names is complete.
+
   Raises:
     FileNotFoundError: 'best' was asked for and W/best does not exist yet.
   """
   if checkpoint != 'best':
     return checkpoint
-  from bigbigan_tf.evaluation import best  # pylint: disable=g-import-not-at-top
-  return best.best_checkpoint(workdir)
+  return workdir_layout.best_checkpoint(workdir)

@@ -274,6 +274,9 @@ class InProcessEvaluation:
       raise config_lib.ConfigError(
           f'config.eval.metrics = {config.eval.metrics!r}, config.eval.select '
           f'= {config.eval.select!r}: {e}') from None
+    if self.every:  # beside a running watcher: refused now, not at step N
+      with watch.evaluator_lease(workdir, config):
+        pass
 
   def due(self, step: int, total: int) -> bool:
     return bool(self.every) and (step % self.every == 0 or step == total)
@@ -288,8 +291,9 @@ class InProcessEvaluation:
           num_samples=self.num_samples)
 
     # Read in place: the manager deletes a checkpoint only at a later save.
-    self._watch.evaluate_and_select(self.workdir, checkpoint, step,
-                                    evaluate_fn, self.select)
+    with self._watch.evaluator_lease(self.workdir):  # one evaluator per run
+      self._watch.evaluate_and_select(self.workdir, checkpoint, step,
+                                      evaluate_fn, self.select)
     seconds = time.time() - start
     logging.info('In-process evaluation of step %d took %.1f s (kept out of '
                  'images/s and the ETA).', step, seconds)

@@ -43,7 +43,9 @@ _METRICS = flags.DEFINE_string(
 _NUM_SAMPLES = flags.DEFINE_integer(
     'num_samples', defaults.NUM_SAMPLES,
     'Generated images for IS/FID/KID/digit_fid (50K as '
-    'in the paper); also the cap on real eval images.', lower_bound=2)
+    'in the paper); also the cap on real eval images. With --watch the '
+    'default is the run\'s config.eval.num_samples (1,000 offline).',
+    lower_bound=2)
 _INCEPTION = flags.DEFINE_string(
     'inception', defaults.INCEPTION_HANDLE,
     'TF Hub handle or local / gs:// path of '
@@ -82,14 +84,18 @@ _STANDING_STATS_BATCHES = flags.DEFINE_integer(
 _WATCH = flags.DEFINE_bool(
     'watch', False, 'Follow the run: evaluate each new checkpoint of '
     'WORKDIR/checkpoints (newest first when behind, none twice, also after a '
-    'restart) and keep the best in WORKDIR/best/; exits 0 once the final '
-    'step (config.num_train_steps) and every checkpoint it holds are '
-    'evaluated, or after --timeout_s without a new checkpoint.')
+    'restart, again when a step is saved again) and keep the best in '
+    'WORKDIR/best/ (docs/watching.md); one watcher per workdir (a second is '
+    'refused, exit 2); exits 0 once a readable checkpoint of the final step '
+    '(config.num_train_steps) and every checkpoint it holds are evaluated, '
+    'or after --timeout_s without a new checkpoint. Metrics that cannot be '
+    'computed here are named in the log and dropped.')
 _SELECT = flags.DEFINE_string(
     'select', 'auto', 'With --watch: metric choosing WORKDIR/best/ (fid, kid, '
     'digit_fid: lower is better; is, recon_accuracy, linear_probe: higher); '
-    'auto = fid if it is among --metrics, else linear_probe, else the first '
-    'of digit_fid, recon_accuracy, kid, is.')
+    'auto = the first that can be computed here of fid, linear_probe, '
+    'recon_accuracy, digit_fid, kid, is (offline, without --inception: '
+    'linear_probe).')
 _TIMEOUT_S = flags.DEFINE_float(
     'timeout_s', 3600.0, 'With --watch: stop after this many seconds '
     'without a new checkpoint.', lower_bound=0)
@@ -136,8 +142,18 @@ def _watch(evaluate_kwargs, metrics):
   checkpoints.check_workdir_is_directory(workdir)
   _wait_for_config(workdir)
   config = checkpoints.load_config(workdir)
+  with watch.evaluator_lease(workdir, config):
+    pass  # a second watcher is refused now, before Inception is loaded
+  if not _NUM_SAMPLES.present:
+    # The run's own evaluation size (1,000 for the offline default), not the
+    # paper's 50,000: a minute per checkpoint instead of two.
+    evaluate_kwargs = dict(evaluate_kwargs,
+                           num_samples=int(config.eval.num_samples))
+  logging.info('Watching with num_samples=%d%s.',
+               evaluate_kwargs['num_samples'],
+               '' if _NUM_SAMPLES.present else ' (config.eval.num_samples)')
   names, select = watch.plan(config, metrics.split(',') if metrics else None,
-                             _SELECT.value)
+                             _SELECT.value, inception=_INCEPTION.value)
 
   def evaluate_fn(path, checkpoint):
     return evaluate_lib.evaluate(workdir, metrics=names, checkpoint=path,
@@ -148,7 +164,7 @@ def _watch(evaluate_kwargs, metrics):
                         final_step=lambda: int(
                             checkpoints.load_config(workdir).num_train_steps),
                         select=select, timeout_s=_TIMEOUT_S.value,
-                        max_held=_MAX_HELD.value)
+                        max_held=_MAX_HELD.value, config=config)
   print(message)
 
 
@@ -160,6 +176,7 @@ def main(argv):
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import lease  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import best  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import features  # pylint: disable=g-import-not-at-top
@@ -193,7 +210,7 @@ def main(argv):
           FileNotFoundError, config_lib.ConfigError,
           data_lib.DataError, checkpoints.UnreadableCheckpointError,
           checkpoints.WorkdirError, hardware.HardwareError,
-          best.SelectError) as e:
+          best.SelectError, lease.LeaseHeldError) as e:
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

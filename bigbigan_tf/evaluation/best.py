@@ -1,23 +1,39 @@
 """The best checkpoint of a run, kept in W/best/ out of the manager's reach.
 
 The rule: a step's selection metric (direction known per metric) replaces the
-kept copy only when it is strictly better. The copy goes to a temporary
-directory first and is renamed into place, so a reader never sees half a
-checkpoint; best.json beside it says step, metric, value and that step's other
-metrics. All I/O goes through tf.io.gfile so gs:// works.
+kept copy only when it is strictly better; NaN never is, and a kept NaN (an
+older writer's) is beaten by any number.
+
+The protocol (docs/watching.md), crash-safe on local disks and on gs://,
+where renaming a directory is a copy and a delete per object:
+  1. copy: the checkpoint's files go into a new, immutable W/best/ckpt-STEP/
+     (hard links locally, copies on gs://);
+  2. pointer: W/best/best.json (step, metric, value, the step's other
+     metrics, 'checkpoint': the copy's prefix relative to W/best) is written
+     with `files.write_json`, one atomic object write;
+  3. the previous copy is deleted, only now that nothing points to it.
+Readers go through the pointer only (`workdir_layout.best_checkpoint`), so a
+kill anywhere leaves them the old or the new best, whole. `clean` removes the
+leftovers (copies the pointer does not name, the legacy writer's W/best.tmp-*
+and W/best.old) when the watcher starts, after `rebuild` has used them.
 """
 
 import errno
-import json
+import math
 import os
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
 
-BEST_DIR = 'best'
-BEST_JSON = 'best.json'
+from bigbigan_tf import files
+from bigbigan_tf import workdir_layout
+
+BEST_DIR = workdir_layout.BEST_DIR
+BEST_JSON = workdir_layout.BEST_JSON
+read_best = workdir_layout.read_best
+best_checkpoint = workdir_layout.best_checkpoint
 
 # True: higher is better. Keys are the metric names evaluate_lib writes.
 DIRECTIONS = {
@@ -26,6 +42,9 @@ DIRECTIONS = {
     'linear_probe/top5': True,
 }
 ALIASES = {'linear_probe': 'linear_probe/top1', 'probe': 'linear_probe/top1'}
+# --select=auto: the first of these that is computed.
+AUTO_ORDER = ('fid', 'linear_probe', 'recon_accuracy', 'digit_fid', 'kid',
+              'is')
 
 
 class SelectError(ValueError):
@@ -42,49 +61,35 @@ def selection_key(metric: str) -> str:
   return key
 
 
+def _finite(value: Optional[float]) -> bool:
+  return value is not None and math.isfinite(float(value))
+
+
 def is_better(metric: str, value: float, than: Optional[float]) -> bool:
-  """Whether `value` of `metric` strictly beats `than` (None: nothing kept)."""
-  if than is None:
+  """Whether `value` of `metric` strictly beats `than`.
+
+  A NaN or infinite `value` never does; a `than` of None (nothing kept) or
+  NaN is beaten by any finite value.
+  """
+  if not _finite(value):
+    return False
+  if not _finite(than):
     return True
   higher = DIRECTIONS[selection_key(metric)]
   return value > than if higher else value < than
 
 
-def read_best(workdir: str) -> Optional[Dict[str, Any]]:
-  """W/best/best.json as a dict, or None if no best checkpoint is kept."""
-  path = os.path.join(workdir, BEST_DIR, BEST_JSON)
-  if not tf.io.gfile.exists(path):
-    return None
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
-
-
-def best_checkpoint(workdir: str) -> str:
-  """The prefix of the kept best checkpoint (for --checkpoint=best).
-
-  Raises:
-    FileNotFoundError: W/best does not exist yet.
-  """
-  info = read_best(workdir)
-  if info is None:
-    raise FileNotFoundError(
-        f'No best checkpoint in {os.path.join(workdir, BEST_DIR)} yet; run '
-        f'python eval/evaluate.py --workdir={workdir} --watch (or set '
-        'config.eval.every_steps) to keep one, or pass a checkpoint path.')
-  return os.path.join(workdir, BEST_DIR, info['prefix'])
-
-
 def _complete_files(checkpoint: str) -> Optional[list]:
   """The files of a checkpoint prefix, or None if the .index or a shard is
   missing."""
-  files = tf.io.gfile.glob(checkpoint + '.*')
-  names = {os.path.basename(f) for f in files}
+  files_ = tf.io.gfile.glob(checkpoint + '.*')
+  names = {os.path.basename(f) for f in files_}
   shards = [n for n in names if re.search(r'\.data-\d+-of-\d+$', n)]
   wanted = int(shards[0].rsplit('-of-', 1)[1]) if shards else -1
   if (os.path.basename(checkpoint) + '.index' not in names
       or len(shards) != wanted):
     return None
-  return files
+  return files_
 
 
 def is_complete(checkpoint: str) -> bool:
@@ -103,11 +108,11 @@ def hold_files(checkpoint: str, directory: str) -> bool:
     False when the checkpoint is gone or incomplete (its .index or one of
     its data shards missing), e.g. deleted by the trainer meanwhile.
   """
-  files = _complete_files(checkpoint)
-  if files is None:
+  found = _complete_files(checkpoint)
+  if found is None:
     return False
   try:
-    for path in files:
+    for path in found:
       target = os.path.join(directory, os.path.basename(path))
       if '://' not in path:
         try:
@@ -122,46 +127,206 @@ def hold_files(checkpoint: str, directory: str) -> bool:
   return True
 
 
+def _kept_value(kept: Optional[Dict[str, Any]], key: str) -> Optional[float]:
+  """The kept best's value when it was chosen by `key`, else None."""
+  if kept is None or kept.get('metric') != key:
+    return None
+  return kept.get('value')
+
+
+def _copy_name(step: int, kept: Optional[Dict[str, Any]]) -> str:
+  """W/best/ckpt-STEP, or ckpt-STEP.K when the pointer names that one (a
+  step saved again and evaluated again): a copy is never rewritten."""
+  taken = ('' if kept is None or kept.get('legacy')
+           else kept['checkpoint'].split('/')[0])
+  name, k = f'ckpt-{step}', 0
+  while name == taken:
+    k += 1
+    name = f'ckpt-{step}.{k}'
+  return name
+
+
+def _copy(source: str, copy_dir: str) -> bool:
+  """Step 1: the checkpoint's files into a fresh `copy_dir`."""
+  if tf.io.gfile.exists(copy_dir):
+    tf.io.gfile.rmtree(copy_dir)  # a killed update's partial copy
+  tf.io.gfile.makedirs(copy_dir)
+  if hold_files(source, copy_dir):
+    return True
+  tf.io.gfile.rmtree(copy_dir)
+  return False
+
+
+def _write_pointer(workdir: str, info: Dict[str, Any]) -> None:
+  """Step 2: the pointer, one atomic object write."""
+  files.write_json(workdir_layout.pointer_path(workdir), info, default=float)
+
+
+def _remove_copy(workdir: str, kept: Optional[Dict[str, Any]]) -> None:
+  """Step 3: the copy the pointer named before (legacy: its files)."""
+  if kept is None:
+    return
+  prefix = os.path.join(workdir_layout.best_dir(workdir), kept['checkpoint'])
+  if kept.get('legacy'):
+    for path in tf.io.gfile.glob(prefix + '.*'):
+      tf.io.gfile.remove(path)
+  elif tf.io.gfile.exists(os.path.dirname(prefix)):
+    tf.io.gfile.rmtree(os.path.dirname(prefix))
+
+
+def install(workdir: str, source: str, step: int, key: str,
+            metrics: Dict[str, Any]) -> bool:
+  """Makes `source` (a complete checkpoint prefix) the kept best.
+
+  Copy, then pointer, then removal of the previous copy.
+
+  Returns:
+    False when `source` is gone or incomplete (W/best is unchanged).
+  """
+  kept = read_best(workdir)
+  name = _copy_name(step, kept)
+  prefix = os.path.basename(source)
+  if not _copy(source, os.path.join(workdir_layout.best_dir(workdir), name)):
+    return False
+  _write_pointer(workdir, {
+      'step': int(step), 'metric': key, 'value': float(metrics[key]),
+      'metrics': dict(metrics), 'checkpoint': f'{name}/{prefix}'})
+  _remove_copy(workdir, kept)
+  return True
+
+
 def update_best(workdir: str, checkpoint: str, step: int,
                 metrics: Dict[str, float], select: str) -> bool:
   """Copies `checkpoint` to W/best/ if its `select` value beats the kept one.
 
   Returns:
-    True when the copy was replaced.
+    True when the kept best was replaced.
   """
   key = selection_key(select)
   if key not in metrics:
     return False
   value = float(metrics[key])
+  if not is_better(key, value, _kept_value(read_best(workdir), key)):
+    return False
+  if install(workdir, checkpoint, step, key, metrics):
+    return True
+  # The trainer's checkpoint manager deleted it while it was evaluated
+  # (train.keep_checkpoints): a pointer without its checkpoint would be
+  # worse than the copy kept.
+  logging.warning('%s is better by %s (%.4g) but was deleted before it '
+                  'could be copied; W/best/ is unchanged.', checkpoint, key,
+                  value)
+  return False
+
+
+def legacy_sources(workdir: str, step: int) -> List[str]:
+  """Complete copies of `step` the legacy writer may have left (W/best.old,
+  W/best.tmp-STEP: each whole once its best.json was written)."""
+  found = []
+  for name in (workdir_layout.LEGACY_OLD,
+               f'{workdir_layout.LEGACY_TEMP_PREFIX}{step}'):
+    directory = os.path.join(workdir, name)
+    if tf.io.gfile.exists(os.path.join(directory, BEST_JSON)):
+      found.append(os.path.join(directory, f'ckpt-{step}'))
+  return found
+
+
+def migrate_legacy(workdir: str) -> bool:
+  """Moves a legacy W/best (files beside best.json) into W/best/ckpt-STEP/.
+
+  Same protocol: copy (links locally), pointer, then the old files go.
+  """
   kept = read_best(workdir)
-  if kept is not None and kept.get('metric') == key and not is_better(
-      key, value, kept['value']):
+  if kept is None or not kept.get('legacy'):
     return False
-  best_dir = os.path.join(workdir, BEST_DIR)
-  tmp_dir = best_dir + f'.tmp-{step}'
-  if tf.io.gfile.exists(tmp_dir):
-    tf.io.gfile.rmtree(tmp_dir)
-  tf.io.gfile.makedirs(tmp_dir)
-  prefix = os.path.basename(checkpoint)
-  if not hold_files(checkpoint, tmp_dir):
-    # The trainer's checkpoint manager deleted it while it was evaluated
-    # (train.keep_checkpoints): a best.json without its checkpoint would
-    # be worse than the copy kept.
-    tf.io.gfile.rmtree(tmp_dir)
-    logging.warning('%s is better by %s (%.4g) but was deleted before it '
-                    'could be copied; W/best/ is unchanged.', checkpoint, key,
-                    value)
-    return False
-  info = {'step': int(step), 'metric': key, 'value': value,
-          'metrics': metrics, 'prefix': prefix}
-  with tf.io.gfile.GFile(os.path.join(tmp_dir, BEST_JSON), 'w') as f:
-    json.dump(info, f, indent=2, sort_keys=True, default=float)
-  old_dir = best_dir + '.old'
-  if tf.io.gfile.exists(old_dir):
-    tf.io.gfile.rmtree(old_dir)
-  if tf.io.gfile.exists(best_dir):
-    tf.io.gfile.rename(best_dir, old_dir)
-  tf.io.gfile.rename(tmp_dir, best_dir)
-  if tf.io.gfile.exists(old_dir):
-    tf.io.gfile.rmtree(old_dir)
-  return True
+  source = workdir_layout.best_checkpoint(workdir)
+  metrics = dict(kept.get('metrics') or {}, **{kept['metric']: kept['value']})
+  if install(workdir, source, kept['step'], kept['metric'], metrics):
+    logging.info('Moved the best checkpoint of the older layout (%s) into %s.',
+                 source, workdir_layout.best_checkpoint(workdir))
+    return True
+  return False
+
+
+def rebuild(workdir: str, select: str,
+            candidates: Iterable[Dict[str, Any]]) -> Optional[int]:
+  """Makes W/best the best of `candidates` that still has a checkpoint.
+
+  Run when the watcher starts: a kill between a step's results and the end
+  of its copy costs nothing.
+
+  Args:
+    workdir: the run's workdir.
+    select: the selection metric.
+    candidates: evaluated steps: {'step', 'metrics', 'sources': checkpoint
+      prefixes of that evaluated checkpoint, in order of preference}.
+
+  Returns:
+    The step newly kept, or None when W/best was already right.
+  """
+  key = selection_key(select)
+  kept = read_best(workdir)
+  kept_value = _kept_value(kept, key)
+  ranked = sorted(
+      (c for c in candidates if _finite(c['metrics'].get(key))),
+      key=lambda c: (-c['metrics'][key] if DIRECTIONS[key]
+                     else c['metrics'][key], c['step']))
+  for candidate in ranked:
+    step, value = candidate['step'], float(candidate['metrics'][key])
+    if kept_value is not None and kept['step'] == step and (
+        value == kept_value):
+      return None
+    if not is_better(key, value, kept_value):
+      return None
+    for source in _complete(candidate['sources']):
+      if install(workdir, source, step, key, candidate['metrics']):
+        logging.info('W/best is now step %d (%s = %.4g), rebuilt from the '
+                     'results in %s/eval.', step, key, value, workdir)
+        return step
+    logging.warning(
+        'Step %d has the best %s (%.4g) of the results, but its checkpoint '
+        'is no longer on disk (deleted by train.keep_checkpoints and not '
+        'held): it cannot become W/best; trying the next.', step, key, value)
+  return None
+
+
+def _complete(sources: Sequence[str]) -> Iterable[str]:
+  return (s for s in sources if is_complete(s))
+
+
+def clean(workdir: str) -> List[str]:
+  """Removes what a killed update left: copies the pointer does not name,
+  temporary pointer files, the legacy W/best.tmp-* and W/best.old.
+
+  Only one evaluator may run it (the watcher holds W/eval's lease).
+
+  Returns:
+    The removed paths.
+  """
+  kept = read_best(workdir)
+  best_dir = workdir_layout.best_dir(workdir)
+  named = (kept or {}).get('checkpoint', '')
+  keep_dir = '' if (kept or {}).get('legacy') else named.split('/')[0]
+  removed = []
+  for path in tf.io.gfile.glob(os.path.join(best_dir, '*')):
+    name = os.path.basename(path.rstrip('/'))
+    if name == BEST_JSON or name == keep_dir:
+      continue
+    if kept and kept.get('legacy') and name.startswith(named + '.'):
+      continue  # the legacy copy's own files
+    if name.startswith('ckpt-') or name.startswith(BEST_JSON + '.tmp-'):
+      removed.append(path)
+  removed += tf.io.gfile.glob(
+      os.path.join(workdir, workdir_layout.LEGACY_TEMP_PREFIX + '*'))
+  legacy_old = os.path.join(workdir, workdir_layout.LEGACY_OLD)
+  if tf.io.gfile.exists(legacy_old):
+    removed.append(legacy_old)
+  for path in removed:
+    if tf.io.gfile.isdir(path):
+      tf.io.gfile.rmtree(path)
+    else:
+      tf.io.gfile.remove(path)
+  if removed:
+    logging.info('Removed what an interrupted best-checkpoint update left: '
+                 '%s.', ', '.join(removed))
+  return removed

@@ -36,7 +36,8 @@ Metrics (names for `metrics=`):
                    the real images for scale.
   grids            the PNG grids above.
 
-`evaluate` plans which consumers the requested metrics need, then makes at
+`evaluate` plans which consumers the requested metrics need
+(`metric_plan.py`, which also finds the metrics that cannot run), then makes at
 most three passes (`passes.py`: the training split, the eval split, G's
 samples) and hands their activations to the result writers (`results.py`).
 
@@ -50,79 +51,37 @@ path) raise before any work.
 
 import datetime
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from absl import logging
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from bigbigan_tf import checkpoints
-from bigbigan_tf import data as data_lib
 from bigbigan_tf import defaults
 from bigbigan_tf.evaluation import digit_classifier as digit_lib
 from bigbigan_tf.evaluation import features as features_lib
 from bigbigan_tf.evaluation import linear_probe as probe_lib
+from bigbigan_tf.evaluation import metric_plan
 from bigbigan_tf.evaluation import metrics as metrics_lib
 from bigbigan_tf.evaluation import passes
 from bigbigan_tf.evaluation import results as results_lib
 
-GENERATIVE_METRICS = defaults.GENERATIVE_METRICS
-DIGIT_METRICS = defaults.DIGIT_METRICS
-METRICS = defaults.METRICS
+GENERATIVE_METRICS = metric_plan.GENERATIVE_METRICS
+DIGIT_METRICS = metric_plan.DIGIT_METRICS
+METRICS = metric_plan.METRICS
+DIGIT_TFDS_DATASETS = metric_plan.DIGIT_TFDS_DATASETS
 EVAL_DIR = 'eval'
 DIGIT_CLASSIFIER_FILE = 'digit_classifier.keras'
-# Datasets of the ten digits 0-9 whose labels are the digits, on which the
-# digit classifier applies: the offline MNIST and TFDS datasets.
-DIGIT_TFDS_DATASETS = ('mnist', 'svhn_cropped', 'emnist/digits')
 # Grid side when the config has none (e.g. an official module's run).
 _DEFAULT_GRID_SIZE = 8
 
 ClassifierFn = metrics_lib.ClassifierFn
-
-
-class EvaluationError(ValueError):
-  """The evaluation was asked for in a way that cannot work (see message)."""
-
-
-class MetricUnavailableError(RuntimeError):
-  """One metric cannot be computed on this run or machine."""
-
-
-def is_digit_data(config: ml_collections.ConfigDict) -> bool:
-  """Whether the digit classifier applies: 10 digit classes labelled 0-9."""
-  kind, arg = data_lib.parse_data_name(config.data.name)
-  if kind == 'mnist':
-    return True
-  # 'mnist:3.0.1' names a version of 'mnist'.
-  return kind == 'tfds' and arg.split(':')[0] in DIGIT_TFDS_DATASETS
-
-
-def default_metrics(config: ml_collections.ConfigDict) -> List[str]:
-  """is, fid, kid, linear_probe, grids; plus the digit metrics on digits."""
-  names = list(GENERATIVE_METRICS) + ['linear_probe', 'grids']
-  return names + (list(DIGIT_METRICS) if is_digit_data(config) else [])
-
-
-def check_metrics(metrics: Sequence[str]) -> List[str]:
-  """Validates metric names; returns them without duplicates, in order.
-
-  Raises:
-    EvaluationError: naming the unknown ones and the known names.
-  """
-  if isinstance(metrics, str):
-    metrics = metrics.split(',')
-  names = [m.strip() for m in metrics if m.strip()]
-  unknown = [m for m in names if m not in METRICS]
-  if unknown:
-    raise EvaluationError(
-        f'Unknown metric name(s) {unknown}: choose from {",".join(METRICS)}, '
-        'e.g. --metrics=fid,linear_probe.')
-  if not names:
-    raise EvaluationError(
-        f'No metric requested; choose from {",".join(METRICS)}, e.g. '
-        '--metrics=fid,linear_probe.')
-  return list(dict.fromkeys(names))
+EvaluationError = metric_plan.EvaluationError
+MetricUnavailableError = metric_plan.MetricUnavailableError
+is_digit_data = metric_plan.is_digit_data
+default_metrics = metric_plan.default_metrics
+check_metrics = metric_plan.check_metrics
 
 
 def probe_labels(labels: np.ndarray, split: str) -> np.ndarray:
@@ -216,78 +175,6 @@ def _check_sources(workdir: str, module: Optional[str],
   if module is None:
     checkpoints.find_checkpoint(workdir, checkpoint,
                                 otherwise=', or pass --module=EXPORT_DIR')
-
-
-def _unavailable(metrics: Sequence[str], config, *, inception: str,
-                 classifier_fn: Optional[ClassifierFn]
-                 ) -> tuple[Optional[ClassifierFn], Optional[str],
-                            Dict[str, str]]:
-  """Loads the IS / FID / KID classifier; finds metrics that cannot run.
-
-  Runs first: offline, Inception fails here within seconds, before any slow
-  work.
-
-  Returns:
-    (classifier function or None, its source for the settings, errors:
-    metric -> message).
-  """
-  errors = {}
-  generative = [m for m in metrics if m in GENERATIVE_METRICS]
-  # prdc uses FID's features: Inception, else (offline) the digit CNN's.
-  inception_users = generative + [m for m in metrics if m == 'prdc']
-  classify, source = None, None
-  if inception_users and classifier_fn is not None:
-    classify, source = classifier_fn, 'classifier_fn'
-  elif inception_users:
-    source = inception
-    try:
-      classify = metrics_lib.load_inception(inception)
-    except metrics_lib.ClassifierUnavailableError as e:
-      errors.update({name: str(e) for name in generative})
-      if 'prdc' in metrics and not is_digit_data(config):
-        errors['prdc'] = (f'{e} Without Inception, prdc uses the digit '
-                          'classifier\'s features, which need digit data.')
-  if not is_digit_data(config):
-    for name in DIGIT_METRICS:
-      if name in metrics:
-        errors[name] = (
-            f'{name} applies to digit data (data.name=mnist or tfds:'
-            f'{"/".join(DIGIT_TFDS_DATASETS)}); this run has data.name='
-            f'{config.data.name!r}. Use is/fid/kid with Inception instead.')
-  return classify, source, errors
-
-
-class _Plan:
-  """Which consumers the evaluation feeds, from the metrics still to do."""
-
-  def __init__(self, *, generative, digit_names, prdc_space, probe, grids):
-    self.generative = generative
-    self.digit_names = digit_names
-    # prdc's feature space: 'inception', 'digit' or None (not requested).
-    self.prdc_space = prdc_space
-    self.probe = probe
-    self.grids = grids
-
-  @classmethod
-  def of(cls, todo: Sequence[str], inception_fn) -> '_Plan':
-    prdc_space = None
-    if 'prdc' in todo:
-      prdc_space = 'inception' if inception_fn is not None else 'digit'
-    return cls(generative=[m for m in todo if m in GENERATIVE_METRICS],
-               digit_names=[m for m in todo if m in DIGIT_METRICS],
-               prdc_space=prdc_space, probe='linear_probe' in todo,
-               grids='grids' in todo)
-
-  @property
-  def digit_wanted(self) -> bool:
-    return bool(self.digit_names) or self.prdc_space == 'digit'
-
-  def drop_digit(self, errors: Dict[str, str], message: str) -> None:
-    """No digit classifier: its metrics go to `errors`."""
-    errors.update({name: message for name in self.digit_names})
-    if self.prdc_space == 'digit':
-      errors['prdc'], self.prdc_space = message, None
-    self.digit_names = []
 
 
 def _new_result(workdir: str, module: Optional[str], config,
@@ -404,7 +291,7 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
   if metrics is None:
     metrics = default_metrics(config)
   _check_sources(workdir, module, checkpoint)
-  inception_fn, inception_source, errors = _unavailable(
+  inception_fn, inception_source, errors = metric_plan.unavailable(
       metrics, config, inception=inception, classifier_fn=classifier_fn)
   result = _new_result(
       workdir, module, config, errors,
@@ -424,7 +311,7 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
         workdir, checkpoint=checkpoint,
         standing_stats_batches=standing_stats_batches)
   _record_networks(result, nets, standing_stats_batches, reported_checkpoint)
-  plan = _Plan.of(todo, inception_fn)
+  plan = metric_plan.Plan.of(todo, inception_fn)
 
   # Pass 1, the training split: probe features, and images for a digit
   # classifier that is not cached yet.

@@ -1,0 +1,149 @@
+"""What the evaluator has done, keyed on a checkpoint's identity.
+
+A step is not enough to name a checkpoint: after a failed save (a stub index
+on a full disk) the trainer resumes and saves the same step again. A
+checkpoint's identity is its step plus its .index file's size and
+modification time; W/eval/done_step{N}.json records the identity evaluated
+(or skipped) at step N, so a re-saved step is evaluated again.
+
+Held copies (W/eval/held-{N}/) keep the checkpoint's files out of the
+trainer's checkpoint manager's reach; identity.json, written last, records
+whose files they are and marks the hold complete.
+"""
+
+import json
+import os
+import re
+from typing import Any, Dict, Iterator, Optional
+
+import tensorflow as tf
+
+from bigbigan_tf import files
+from bigbigan_tf.evaluation import best
+
+EVAL_DIR = 'eval'
+# W/eval/held-{step}/: a checkpoint's files, held while it is evaluated.
+HELD_PREFIX = 'held-'
+IDENTITY_JSON = 'identity.json'
+EVALUATED, SKIPPED = 'evaluated', 'skipped'
+
+Identity = Dict[str, int]
+
+
+def results_path(workdir: str, step: int) -> str:
+  return os.path.join(workdir, EVAL_DIR, f'results_step{step}.json')
+
+
+def _done_path(workdir: str, step: int) -> str:
+  return os.path.join(workdir, EVAL_DIR, f'done_step{step}.json')
+
+
+def held_dir(workdir: str, step: int) -> str:
+  return os.path.join(workdir, EVAL_DIR, f'{HELD_PREFIX}{step}')
+
+
+def identity(checkpoint: str) -> Optional[Identity]:
+  """{'index_size', 'index_mtime_ns'} of a checkpoint prefix; None if gone."""
+  try:
+    stat = tf.io.gfile.stat(checkpoint + '.index')
+  except tf.errors.NotFoundError:
+    return None
+  return {'index_size': int(stat.length),
+          'index_mtime_ns': int(stat.mtime_nsec)}
+
+
+def _read_json(path: str) -> Optional[Dict[str, Any]]:
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      return json.load(f)
+  except (tf.errors.NotFoundError, ValueError):
+    return None
+
+
+def record(workdir: str, step: int, ident: Optional[Identity], status: str,
+           why: str = '') -> None:
+  """Records that this identity of `step` was evaluated or skipped."""
+  files.write_json(_done_path(workdir, step),
+                   {'step': int(step), 'identity': ident, 'status': status,
+                    'why': why})
+
+
+def entry(workdir: str, step: int) -> Optional[Dict[str, Any]]:
+  """The ledger entry of `step`; a results file of an older evaluator
+  (no entry) counts as evaluated, identity unknown."""
+  found = _read_json(_done_path(workdir, step))
+  if found is None and tf.io.gfile.exists(results_path(workdir, step)):
+    return {'step': step, 'identity': None, 'status': EVALUATED}
+  return found
+
+
+def is_done(workdir: str, step: int,
+            ident: Optional[Identity] = None) -> bool:
+  """Whether this checkpoint (step and, when given, identity) was evaluated
+  or skipped already."""
+  found = entry(workdir, step)
+  if found is None:
+    return False
+  return ident is None or found['identity'] in (None, ident)
+
+
+def evaluated(workdir: str, step: int, ident: Optional[Identity]) -> bool:
+  """Whether a readable checkpoint of `step` (this identity, when the
+  checkpoint still exists) was evaluated, not merely skipped."""
+  found = entry(workdir, step)
+  return (found is not None and found['status'] == EVALUATED and
+          (ident is None or found['identity'] in (None, ident)))
+
+
+def results(workdir: str) -> Iterator[Dict[str, Any]]:
+  """Every results_step{N}.json of W/eval with its ledger entry."""
+  pattern = os.path.join(workdir, EVAL_DIR, 'results_step*.json')
+  for path in sorted(tf.io.gfile.glob(pattern)):
+    match = re.search(r'results_step(\d+)\.json$', path)
+    result = _read_json(path) if match else None
+    if result is None or not isinstance(result.get('metrics'), dict):
+      continue
+    step = int(match.group(1))
+    yield {'step': step, 'metrics': result['metrics'],
+           'entry': entry(workdir, step)}
+
+
+def hold(workdir: str, checkpoint: str, step: int,
+         ident: Identity) -> Optional[str]:
+  """Holds `checkpoint` in W/eval/held-{step}/; its held prefix, or None.
+
+  None when the checkpoint is gone or incomplete (nothing is left behind).
+  """
+  release(workdir, step)  # a killed watcher's partial copy, or an old save
+  held = held_dir(workdir, step)
+  tf.io.gfile.makedirs(held)
+  if not best.hold_files(checkpoint, held):
+    release(workdir, step)
+    return None
+  files.write_json(os.path.join(held, IDENTITY_JSON), ident)
+  return os.path.join(held, os.path.basename(checkpoint))
+
+
+def release(workdir: str, step: int) -> None:
+  held = held_dir(workdir, step)
+  if tf.io.gfile.exists(held):
+    tf.io.gfile.rmtree(held)
+
+
+def held(workdir: str) -> Dict[int, tuple]:
+  """{step: (held prefix, identity)} of complete holds; incomplete ones (a
+  watcher killed while linking) are removed."""
+  found = {}
+  for path in tf.io.gfile.glob(os.path.join(workdir, EVAL_DIR,
+                                            HELD_PREFIX + '*')):
+    step_text = os.path.basename(path.rstrip('/'))[len(HELD_PREFIX):]
+    if not step_text.isdigit():
+      continue
+    step = int(step_text)
+    prefix = os.path.join(path, f'ckpt-{step}')
+    ident = _read_json(os.path.join(path, IDENTITY_JSON))
+    if ident is None or not best.is_complete(prefix):
+      tf.io.gfile.rmtree(path)
+    else:
+      found[step] = (prefix, ident)
+  return found
