@@ -18,6 +18,7 @@ from best_test import make_checkpoint
 from best_test import watch_once
 from bigbigan_tf import lease
 from bigbigan_tf.evaluation import best
+from bigbigan_tf.evaluation import in_process
 from bigbigan_tf.evaluation import ledger
 from bigbigan_tf.evaluation import watch
 
@@ -135,7 +136,6 @@ class WatchTest(unittest.TestCase):
 
   def test_a_second_evaluator_is_refused_naming_the_holder(self):
     from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
-    from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
     from bigbigan_tf.configs import tiny  # pylint: disable=g-import-not-at-top
     workdir = tempfile.mkdtemp()
     make_checkpoint(workdir, 2)
@@ -150,7 +150,7 @@ class WatchTest(unittest.TestCase):
         watch_once(workdir, FakeEvaluator(workdir, float))
       # A trainer's in-process evaluation is refused as it starts.
       with self.assertRaisesRegex(lease.LeaseHeldError, 'another evaluator'):
-        train_lib.InProcessEvaluation(config, workdir, chief=True)
+        in_process.InProcessEvaluation(config, workdir, chief=True)
     self.assertFalse(os.path.exists(watch.results_path(workdir, 2)))
 
   def test_offline_auto_drops_what_cannot_run_in_one_line(self):

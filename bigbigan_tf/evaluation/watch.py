@@ -54,7 +54,7 @@ is_done = ledger.is_done
 @contextlib.contextmanager
 def evaluator_lease(workdir: str,
                     config: Optional[ml_collections.ConfigDict] = None
-                    ) -> Iterator[dict]:
+                    ) -> Iterator[lease.Holder]:
   """Holds W/eval's reader lease: one evaluator per workdir.
 
   Args:
