@@ -266,6 +266,23 @@ class WatchEndToEndTest(unittest.TestCase):
 class InProcessEvaluationTest(unittest.TestCase):
   """config.eval.every_steps: the chief evaluates after its checkpoints."""
 
+  def test_auto_selects_from_what_can_run_here(self):
+    from unittest import mock  # pylint: disable=g-import-not-at-top
+    from bigbigan_tf.configs import tiny  # pylint: disable=g-import-not-at-top
+    from bigbigan_tf.evaluation import metrics as metrics_lib  # pylint: disable=g-import-not-at-top
+    config = tiny.get_config()
+    with config.unlocked():
+      config.eval.every_steps = 2  # default metrics, select 'auto'
+    offline = metrics_lib.ClassifierUnavailableError('no Inception here')
+    with mock.patch.object(metrics_lib, 'load_inception',
+                           side_effect=offline), \
+        self.assertLogs(level='WARNING') as logs:
+      evaluation = in_process.InProcessEvaluation(config, tempfile.mkdtemp(),
+                                                  chief=True)
+    self.assertNotIn('fid', evaluation.metrics)
+    self.assertEqual(evaluation.select, 'linear_probe')
+    self.assertIn('drops the metrics it cannot compute', logs.output[0])
+
   def test_results_at_the_asked_steps_and_best_kept(self):
     from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
     from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top

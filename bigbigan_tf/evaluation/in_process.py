@@ -10,6 +10,7 @@ from absl import logging
 import ml_collections
 
 from bigbigan_tf import config_lib
+from bigbigan_tf import defaults
 
 
 class InProcessEvaluation:
@@ -35,8 +36,11 @@ class InProcessEvaluation:
       return
     metrics = [m.strip() for m in config.eval.metrics.split(',') if m.strip()]
     try:
-      self.metrics, self.select = watch.plan(config, metrics or None,
-                                             config.eval.select)
+      # As the watcher's: metrics that cannot run here (Inception offline)
+      # are named once and dropped, and 'auto' picks from what is left.
+      self.metrics, self.select = watch.plan(
+          config, metrics or None, config.eval.select,
+          inception=defaults.INCEPTION_HANDLE if self.every else None)
     except evaluate_lib.EvaluationError as e:
       raise config_lib.ConfigError(
           f'config.eval.metrics = {config.eval.metrics!r}, config.eval.select '
