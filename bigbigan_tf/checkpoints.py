@@ -199,9 +199,12 @@ def check_checkpoint_complete(state: TrainState, checkpoint: str,
   """
   ckpt = state.checkpoint()
   reachable = {id(t) for t in tf.train.TrackableView(ckpt).descendants()}
-  total = sum(len(net.variables) for net in networks.values())
+  # `weights`, not `variables`: the encoder's noise SeedGenerator state is
+  # deliberately not checkpointed (training passes its own noise; older
+  # checkpoints lack it), so it is not asked for here.
+  total = sum(len(net.weights) for net in networks.values())
   missing = [f'{name}:{v.path}' for name, net in networks.items()
-             for v in net.variables if id(v) not in reachable]
+             for v in net.weights if id(v) not in reachable]
   if missing:
     raise IncompleteCheckpointError(
         f'checkpoints.TrainState.checkpoint() does not reach {len(missing)} of '

@@ -26,6 +26,41 @@ import tensorflow as tf
 # Marks namespaces created here, so a second call recognises its own stub.
 _STUB_MARKER = '_bigbigan_tfgan_stub'
 
+# How to install what a missing module belongs to (requirements.txt pins).
+_FIXES = {
+    'pkg_resources': "pip install 'setuptools<81' (tensorflow_hub 0.16.1 "
+                     'imports pkg_resources, which setuptools 81 and later '
+                     'no longer ship)',
+    'tensorflow_probability': 'pip install tensorflow-probability==0.25.0',
+    'tensorflow_gan': 'pip install tensorflow-gan==2.1.0',
+    'tensorflow_hub': 'pip install tensorflow-hub==0.16.1',
+    'tf_keras': 'pip install tf-keras==2.21.0',
+}
+
+
+class MissingDependencyError(ImportError):
+  """A module TF-GAN or TF Hub needs is not installed; says how to fix it."""
+
+
+def import_dependency(name: str) -> types.ModuleType:
+  """`importlib.import_module(name)`, with a one-line fix if something's missing.
+
+  Raises:
+    MissingDependencyError: `name`, or a module it imports (e.g.
+      `pkg_resources` under tensorflow_hub), is not installed. The message
+      names the missing module and the pip command that installs it.
+  """
+  try:
+    return importlib.import_module(name)
+  except ModuleNotFoundError as e:
+    missing = e.name or name
+    fix = _FIXES.get(missing.split('.')[0],
+                     'pip install -r requirements.txt')
+    # `from None`: the message is the whole story; no chained traceback.
+    raise MissingDependencyError(
+        f'cannot import {name}: module {missing!r} is not installed. Fix: '
+        f'{fix}.', name=missing) from None
+
 _REMOVED_MESSAGE = (
     'tf.estimator was removed in TensorFlow 2.16; {name} here is a stub that '
     'bigbigan_tf.tfgan_compat installed only so that tensorflow_gan can be '
@@ -93,10 +128,11 @@ def import_tfgan() -> types.ModuleType:
     The `tensorflow_gan` module.
 
   Raises:
-    ImportError: if tensorflow_probability or tensorflow_gan is not installed
-      (`pip install tensorflow-probability==0.25.0 tensorflow-gan==2.1.0`).
+    MissingDependencyError: tensorflow_probability, tensorflow_gan or a
+      module they import (tensorflow_hub, its pkg_resources) is missing; the
+      message gives the pip command.
   """
-  importlib.import_module('tensorflow_probability')
+  import_dependency('tensorflow_probability')
   # `import tensorflow.compat.v1` rebinds `tf.compat.v1` to a different
   # wrapper object; TF-GAN's own modules do that import, which would drop a
   # stub set on the earlier object. Importing it first makes `tf.compat.v1`
@@ -107,7 +143,7 @@ def import_tfgan() -> types.ModuleType:
     if not _has_estimator(namespace):
       stub = stub or _make_estimator_stub()
       namespace.estimator = stub
-  return importlib.import_module('tensorflow_gan')
+  return import_dependency('tensorflow_gan')
 
 
 def estimator_is_stub() -> bool:

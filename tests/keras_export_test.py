@@ -2,20 +2,24 @@
 
 One export of freshly built tiny networks (no training: the writer copies the
 networks the SavedModel serves, whatever their weights) is checked on the
-TensorFlow backend in process, and on JAX in one subprocess that does every
-JAX check at once.
+TensorFlow backend in process, and on JAX and PyTorch in one subprocess per
+backend (backend_checks.py) that does every check of that backend at once:
+loading, equality to the SavedModel, gradients, and docs/finetuning.md's
+functional and subclassed routes as written.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
+import time
 import unittest
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import keras_finetune_check
@@ -28,41 +32,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
 NAMES = ('encoder', 'generator', 'discriminator')
 
-# On JAX: loads the three models and the RevNet encoder without importing
-# TensorFlow, compares their outputs with the SavedModel's (saved as .npz by
-# the TF side) and fine-tunes the encoder with Adam. Prints one JSON line.
-_SCRIPT = textwrap.dedent('''
-    import json, os, sys
-    sys.path[:0] = [%(repo)r, %(tests)r]
-    import keras, numpy as np
-    import bigbigan_tf.models
-    root = %(root)r
-    nets = {n: bigbigan_tf.models.load(os.path.join(root, 'export', 'keras',
-                                                    n + '.keras'))
-            for n in ('encoder', 'generator', 'discriminator')}
-    revnet = keras.saving.load_model(os.path.join(root, 'revnet.keras'))
-    out = {'backend': keras.backend.backend(),
-           'tf_imported_by_loading': 'tensorflow' in sys.modules}
-    ref = dict(np.load(os.path.join(root, 'reference.npz')))
-    def diff(a, b):
-      return float(np.abs(keras.ops.convert_to_numpy(a) - b).max())
-    e = nets['encoder'](ref['x_e'], training=False)
-    out['encode'] = max(diff(e[k], ref['encode_' + k]) for k in
-                        ('avepool_feat', 'bn_crelu_feat', 'z_mean'))
-    out['generate'] = diff(nets['generator'](ref['z'], training=False),
-                           ref['generate'])
-    d = nets['discriminator'](ref['x'], ref['z'], training=False)
-    out['discriminate'] = max(diff(d[k], ref['discriminate_' + k])
-                              for k in ('score_x', 'score_z', 'score_xz'))
-    r = revnet(ref['x_e'], training=False)
-    out['revnet'] = max(diff(r[k], ref['revnet_' + k]) for k in
-                        ('avepool_feat', 'bn_crelu_feat', 'z_mean'))
-    import keras_finetune_check
-    out['finetune'] = keras_finetune_check.finetune(
-        os.path.join(root, 'export', 'keras', 'encoder.keras'),
-        ref['x_e'].shape[1])
-    print('RESULT ' + json.dumps(out))
-''')
+BACKENDS = ('jax', 'torch')
+# Whether this session runs the backend tests (set before setUpClass).
+_BACKENDS_SELECTED = []
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _backends_selected(request):
+  # Deselected tests (-m "not slow") are no longer in session.items.
+  _BACKENDS_SELECTED[:] = [any(
+      item.module is request.module and item.get_closest_marker('slow')
+      for item in request.session.items)]
 
 
 def _max_diff(a, b) -> float:
@@ -119,31 +99,50 @@ class KerasExportTest(unittest.TestCase):
     keras_export.plain_copy(cls.revnet).save(cls.revnet_path)
     cls.ref = ref
     np.savez(os.path.join(cls.root, 'reference.npz'), **ref)
-    # The JAX checks run meanwhile.
-    env = dict(os.environ, KERAS_BACKEND='jax', JAX_PLATFORMS='cpu',
-               TF_CPP_MIN_LOG_LEVEL='2')
-    cls.jax_proc = subprocess.Popen(
-        [sys.executable, '-c', _SCRIPT % {'repo': REPO, 'tests': TESTS,
-                                          'root': cls.root}],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        cwd=REPO)
-    cls._jax = None
+    # docs/finetuning.md loads 'E/keras/encoder.keras'.
+    os.symlink(cls.export_dir, os.path.join(cls.root, 'E'))
+    cls.procs, cls.results = {}, {}
+    if _BACKENDS_SELECTED != [False]:
+      # They run while the TensorFlow tests below do.
+      cls.start_backends()
 
   @classmethod
-  def jax_result(cls) -> dict:
-    if cls._jax is None:
-      out, err = cls.jax_proc.communicate(timeout=600)
+  def start_backends(cls):
+    """Starts one backend_checks.py per non-TF backend (once, both at once)."""
+    for backend in BACKENDS:
+      if backend in cls.procs:
+        continue
+      env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS='cpu',
+                 TF_CPP_MIN_LOG_LEVEL='2')
+      cls.procs[backend] = (time.time(), subprocess.Popen(
+          [sys.executable, os.path.join(TESTS, 'backend_checks.py'),
+           cls.root], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+          text=True, env=env, cwd=REPO))
+
+  @classmethod
+  def backend_result(cls, backend: str) -> dict:
+    if backend not in cls.results:
+      cls.start_backends()
+      start, proc = cls.procs[backend]
+      out, err = proc.communicate(timeout=900)
       lines = [l for l in out.splitlines() if l.startswith('RESULT ')]
-      if cls.jax_proc.returncode or not lines:
-        raise AssertionError(f'JAX subprocess failed:\n{out}\n{err[-3000:]}')
-      cls._jax = json.loads(lines[-1][len('RESULT '):])
-    return cls._jax
+      if proc.returncode or not lines:
+        raise AssertionError(
+            f'{backend} subprocess failed ({proc.returncode}):\n'
+            f'{out[-2000:]}\n{err[-4000:]}')
+      cls.results[backend] = json.loads(lines[-1][len('RESULT '):])
+      # Wall time, both backends running side by side.
+      print(f'\n{backend} subprocess: {time.time() - start:.0f} s '
+            f'(its own clock: {cls.results[backend]["seconds"]:.0f} s)')
+    return cls.results[backend]
 
   @classmethod
   def tearDownClass(cls):
-    if cls.jax_proc.poll() is None:
-      cls.jax_proc.kill()
-      cls.jax_proc.communicate()
+    for _, proc in cls.procs.values():
+      if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+    shutil.rmtree(cls.root, ignore_errors=True)
     super().tearDownClass()
 
   def load(self, name):
@@ -218,43 +217,42 @@ class KerasExportTest(unittest.TestCase):
     for a, b in zip(*grads):
       np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-5)
 
-  def test_tensorflow_finetune_adam(self):
-    r = keras_finetune_check.finetune(
-        os.path.join(self.export_dir, 'keras', 'encoder.keras'),
-        self.config.model.encoder_resolution)
-    self._check_finetune(r)
+  def test_tensorflow_doc_routes_finetune(self):
+    self._check_finetune(keras_finetune_check.run_doc(self.root))
 
-  def _check_finetune(self, r):
-    self.assertLess(r['loss'][-1], r['loss'][0], r)
-    self.assertGreater(r['weights_change'], 0, r)
-    self.assertEqual(r['stats_change_predict'], 0, r)
-    self.assertGreater(r['stats_change_fit'], 0, r)
-    self.assertLess(r['batch_dependence'], 1e-5, r)
+  def _check_finetune(self, facts):
+    self.assertEqual(sorted(facts), sorted(keras_finetune_check.ROUTES))
+    for route, r in facts.items():
+      self.assertLess(r['loss'][-1], r['loss'][0], (route, r))
+      self.assertGreater(r['weights_change'], 0, (route, r))
+      self.assertEqual(r['stats_change_predict'], 0, (route, r))
+      self.assertGreater(r['stats_change_fit'], 0, (route, r))
+      self.assertLess(r['batch_dependence'], 1e-5, (route, r))
 
-  def test_jax_loads_without_tensorflow_matches_and_finetunes(self):
-    r = self.jax_result()
-    self.assertEqual(r['backend'], 'jax')
+  def _check_backend(self, backend):
+    r = self.backend_result(backend)
+    self.assertEqual(r['backend'], backend)
     self.assertFalse(r['tf_imported_by_loading'])
     for k in ('encode', 'generate', 'discriminate', 'revnet'):
       self.assertLess(r[k], 1e-4, (k, r))
+    res = self.config.model.encoder_resolution
+    self.assertEqual(r['resolution'], res)
+    self.assertEqual(r['output_shape']['avepool_feat'],
+                     [None, self.nets['encoder'].feature_dim])
+    self.assertGreater(r['noise_draws_differ'], 0, r)
+    self.assertLess(r['given_noise'], 1e-5, r)
+    for name, g in r['gradients'].items():
+      self.assertTrue(g['finite'], (name, g))
+      self.assertGreater(g['nonzero'], g['count'] // 2, (name, g))
     self._check_finetune(r['finetune'])
 
-  def test_torch_finetune_where_installed(self):
-    try:
-      import torch  # pylint: disable=g-import-not-at-top,unused-import
-    except ImportError:
-      self.skipTest('torch is not installed (not in requirements-test.txt)')
-    env = dict(os.environ, KERAS_BACKEND='torch', TF_CPP_MIN_LOG_LEVEL='2')
-    out = subprocess.run(
-        [sys.executable, '-c', _SCRIPT % {'repo': REPO, 'tests': TESTS,
-                                          'root': self.root}],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    lines = [l for l in out.stdout.splitlines() if l.startswith('RESULT ')]
-    self.assertTrue(lines, out.stderr[-3000:])
-    r = json.loads(lines[-1][len('RESULT '):])
-    for k in ('encode', 'generate', 'discriminate', 'revnet'):
-      self.assertLess(r[k], 1e-4, (k, r))
-    self._check_finetune(r['finetune'])
+  @pytest.mark.slow
+  def test_jax_loads_without_tensorflow_matches_and_finetunes(self):
+    self._check_backend('jax')
+
+  @pytest.mark.slow
+  def test_torch_loads_without_tensorflow_matches_and_finetunes(self):
+    self._check_backend('torch')
 
 
 if __name__ == '__main__':

@@ -50,7 +50,8 @@ def build_networks(model_config: ml_collections.ConfigDict, *,
       z_dim=m.z_dim, blocks_per_stage=tuple(e.blocks_per_stage),
       width_multiplier=e.width_multiplier, head_depth=e.head_depth,
       head_width=e.head_width, bn_epsilon=e.bn_epsilon,
-      bn_momentum=e.bn_momentum, stochastic=e.stochastic, fast_ops=fast_ops)
+      bn_momentum=e.bn_momentum, stochastic=e.stochastic,
+      resolution=m.encoder_resolution, fast_ops=fast_ops)
   discriminator = Discriminator(
       resolution=m.resolution, ch=d.ch,
       attention_resolution=d.attention_resolution, h_width=d.h_width,

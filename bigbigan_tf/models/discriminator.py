@@ -148,7 +148,29 @@ class Discriminator(serialization.SavedArgs, keras.Model):
 
   def _build_config(self) -> dict:
     # z's size is not a constructor argument: it is read from H's weights.
-    return {'z_dim': int(self.h.mlp.proj.kernel.shape[0])}
+    z_dim, r = int(self.h.mlp.proj.kernel.shape[0]), self.resolution
+    return {'z_dim': z_dim, 'resolution': r,
+            'input_shape': [[None, r, r, 3], [None, z_dim]]}
+
+  def compute_output_shape(self, x_shape, z_shape) -> dict[str, tuple]:
+    """([B, R, R, 3], [B, z_dim]) -> {'score_x', 'score_z', 'score_xz'}."""
+    self._check_resolution(x_shape)
+    return {k: (x_shape[0],) for k in ('score_x', 'score_z', 'score_xz')}
+
+  def compute_output_spec(self, x, z, training=False) -> dict:
+    del training  # Shapes do not depend on it.
+    return {k: keras.KerasTensor(s, dtype='float32') for k, s in
+            self.compute_output_shape(x.shape, z.shape).items()}
+
+  def _check_resolution(self, shape) -> None:
+    r, size = self.resolution, tuple(shape)[1:3]
+    if all(d is None or d == r for d in size):
+      return
+    raise ValueError(
+        f'{self.name} was built for {r}x{r} images (its `resolution`) but got '
+        f'{size[0]}x{size[1]} (x of shape {tuple(shape)}); resize x to '
+        f'{r}x{r}: the network would run at another size but score '
+        'differently.')
 
   def _build_inputs(self, build_config: dict) -> tuple:
     r = self.resolution
@@ -156,6 +178,7 @@ class Discriminator(serialization.SavedArgs, keras.Model):
             np.zeros((1, build_config['z_dim']), np.float32))
 
   def call(self, x, z, training=False):
+    self._check_resolution(x.shape)
     x_features, s_x = self.f(x, training=training)
     z_features, s_z = self.h(z, training=training)
     s_xz = self.j(x_features, z_features, training=training)

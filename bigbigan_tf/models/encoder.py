@@ -16,6 +16,7 @@ from bigbigan_tf.models import serialization
 from bigbigan_tf.models.fast_ops import FastOps
 
 _STAGE_WIDTHS = (64, 128, 256, 512)  # bottleneck widths; outputs are 4x
+_SEED_KEY = 'noise_seed_state'  # in the encoder's own variables of a .keras
 
 
 def _conv(fast_ops: FastOps, filters, kernel_size, strides=1, name=None):
@@ -76,6 +77,16 @@ class Encoder(serialization.SavedArgs, keras.Model):
 
   `fast_ops` picks how convolutions and batch norms are computed (fast_ops.py;
   the same function either way).
+
+  `resolution` (R_E) is the input size the weights were trained for; when set
+  (build_networks and every export set it), other sizes are refused: the
+  network is fully convolutional, so they would run but give other features.
+  When `noise` is not passed, z_sample's noise comes from `noise_seed`, a
+  `keras.random.SeedGenerator` seeded with `seed`: a model variable, so
+  `keras.Input` graphs, `predict`, `fit` and `evaluate` trace on every
+  backend (JAX refuses unseeded draws under tracing) and the stream is saved
+  in `.keras` files. Training passes its own noise (trainer.py), so this
+  stream never touches a training step.
   """
 
   def __init__(self, *, z_dim: int,
@@ -83,6 +94,7 @@ class Encoder(serialization.SavedArgs, keras.Model):
                width_multiplier: float = 1.0, head_depth: int = 0,
                head_width: int = 4096, bn_epsilon: float = 1e-5,
                bn_momentum: float = 0.99, stochastic: bool = True,
+               resolution: Optional[int] = None, seed: int = 0,
                fast_ops: FastOps = FastOps(), name: str = 'encoder',
                **kwargs):
     super().__init__(name=name, **kwargs)
@@ -91,10 +103,14 @@ class Encoder(serialization.SavedArgs, keras.Model):
         width_multiplier=width_multiplier, head_depth=head_depth,
         head_width=head_width, bn_epsilon=bn_epsilon,
         bn_momentum=bn_momentum, stochastic=stochastic,
-        **self._extra_args())
+        resolution=resolution, seed=seed, **self._extra_args())
     self.z_dim = z_dim
     self.stochastic = stochastic
+    self.resolution = resolution
     self.fast_ops = fast_ops
+    # Rank and channels always; the size is checked in `call` (clearer).
+    self.input_spec = keras.InputSpec(ndim=4, axes={-1: 3})
+    self.noise_seed = keras.random.SeedGenerator(seed, name='noise_seed')
     self._build_trunk(blocks_per_stage, width_multiplier,
                       dict(bn_epsilon=bn_epsilon, bn_momentum=bn_momentum))
     bn = dict(epsilon=bn_epsilon, momentum=bn_momentum, fast_ops=fast_ops)
@@ -114,11 +130,60 @@ class Encoder(serialization.SavedArgs, keras.Model):
     return {}
 
   def _build_config(self) -> dict:
-    return {'z_dim': self.z_dim}
+    r = self.resolution
+    return {'z_dim': self.z_dim, 'resolution': r,
+            'input_shape': [None, r, r, 3]}
 
   def _build_inputs(self, build_config: dict) -> tuple:
     # Any size of at least 32 creates the same weights (global pooling).
-    return (np.zeros((1, 32, 32, 3), np.float32),)
+    r = self.resolution or 32
+    return (np.zeros((1, r, r, 3), np.float32),)
+
+  def build_from_config(self, config: dict) -> None:
+    # Zero noise: building does not consume a draw of `noise_seed`.
+    (x,) = self._build_inputs(config)
+    self(x, training=False, noise=np.zeros((1, self.z_dim), np.float32))
+
+  def save_own_variables(self, store) -> None:
+    # Keras leaves seed generators out of .keras files; the noise stream's
+    # position is saved too, so a reloaded model continues it.
+    super().save_own_variables(store)
+    store[_SEED_KEY] = self.noise_seed.state
+
+  def load_own_variables(self, store) -> None:
+    values = {k: store[k] for k in store.keys()}
+    # Files written before the seed was saved lack it: the stream starts
+    # at `seed` again.
+    if _SEED_KEY in values:
+      self.noise_seed.state.assign(values.pop(_SEED_KEY))
+    super().load_own_variables(values)
+
+  def compute_output_shape(self, input_shape) -> dict[str, tuple]:
+    """Shapes of `call`'s outputs for x of `input_shape` [B, R, R, 3]."""
+    self._check_resolution(input_shape)
+    b = input_shape[0]
+    return {'avepool_feat': (b, self.feature_dim),
+            'bn_crelu_feat': (b, 2 * self.feature_dim),
+            **{k: (b, self.z_dim) for k in ('z_mean', 'z_stdev',
+                                             'z_sample')}}
+
+  def compute_output_spec(self, x, training=False, noise=None) -> dict:
+    # From the shapes, without tracing `call` symbolically; every output is
+    # float32 whatever the compute dtype.
+    del training, noise  # Shapes do not depend on them.
+    return {k: keras.KerasTensor(s, dtype='float32')
+            for k, s in self.compute_output_shape(x.shape).items()}
+
+  def _check_resolution(self, shape) -> None:
+    r = self.resolution
+    size = tuple(shape)[1:3]
+    if r is None or all(d is None or d == r for d in size):
+      return
+    raise ValueError(
+        f'{self.name} was built for {r}x{r} images (its `resolution`) but '
+        f'got {size[0]}x{size[1]} (input shape {tuple(shape)}). Resize the '
+        f'images to {r}x{r}, e.g. keras.ops.image.resize(x, ({r}, {r})): '
+        'the network would run at another size but give other features.')
 
   def _build_trunk(self, blocks_per_stage: Sequence[int],
                    width_multiplier: float, bn: dict) -> None:
@@ -148,6 +213,7 @@ class Encoder(serialization.SavedArgs, keras.Model):
     return h
 
   def call(self, x, training=False, noise: Optional[keras.KerasTensor] = None):
+    self._check_resolution(x.shape)
     h = self._trunk(x, training=training)
     h = ops.relu(self.post_bn(h, training=training))
     pooled = ops.mean(h, axis=(1, 2))
@@ -165,9 +231,7 @@ class Encoder(serialization.SavedArgs, keras.Model):
       z_sample = z_mean
     else:
       if noise is None:
-        # Keras' global seed stream. Pass `noise` explicitly under jax.jit, in
-        # distributed training and wherever draws must be reproducible.
-        noise = keras.random.normal(ops.shape(z_mean))
+        noise = keras.random.normal(ops.shape(z_mean), seed=self.noise_seed)
       z_sample = z_mean + z_stdev * ops.cast(noise, 'float32')
     return {
         'avepool_feat': ops.cast(pooled, 'float32'),

@@ -89,6 +89,7 @@ class Generator(serialization.SavedArgs, layers.BlockStack, keras.Model):
     self.z_dim = z_dim
     self.embed_dim = embed_dim
     self.fast_ops = fast_ops
+    self.input_spec = keras.InputSpec(ndim=2, axes={-1: z_dim})
     self.chunk_sizes = z_chunk_sizes(z_dim, len(out_mult))
     self.base_channels = in_mult[0] * ch
     self.linear = layers.SNDense(4 * 4 * self.base_channels, name='linear')
@@ -114,7 +115,17 @@ class Generator(serialization.SavedArgs, layers.BlockStack, keras.Model):
           initializer=keras.initializers.RandomNormal(stddev=1.0))
 
   def _build_config(self) -> dict:
-    return {'z_dim': self.z_dim}
+    return {'z_dim': self.z_dim, 'resolution': self.resolution,
+            'input_shape': [None, self.z_dim]}
+
+  def compute_output_shape(self, z_shape) -> tuple:
+    """[B, z_dim] -> [B, R, R, 3]."""
+    return (z_shape[0], self.resolution, self.resolution, 3)
+
+  def compute_output_spec(self, z, training=False) -> keras.KerasTensor:
+    del training  # The shape does not depend on it.
+    return keras.KerasTensor(self.compute_output_shape(z.shape),
+                             dtype='float32')
 
   def _build_inputs(self, build_config: dict) -> tuple:
     return (np.zeros((1, self.z_dim), np.float32),)
