@@ -177,6 +177,7 @@ def main(argv):
   from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import lease  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import tfgan_compat  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import best  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import features  # pylint: disable=g-import-not-at-top
@@ -210,7 +211,8 @@ def main(argv):
           FileNotFoundError, config_lib.ConfigError,
           data_lib.DataError, checkpoints.UnreadableCheckpointError,
           checkpoints.WorkdirError, hardware.HardwareError,
-          best.SelectError, lease.LeaseHeldError) as e:
+          best.SelectError, lease.LeaseHeldError,
+          tfgan_compat.MissingDependencyError) as e:
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -226,7 +226,7 @@ def _probe(url: str, timeout_s: float) -> Optional[str]:
 def _load_module(handle_or_path: str):
   """Loads the SavedModel behind a TF Hub handle or a local / gs:// path."""
   if handle_or_path.startswith(('http://', 'https://')):
-    import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
+    hub = tfgan_compat.import_dependency('tensorflow_hub')
     if _hub_cached_dir(handle_or_path) is None:
       reason = _probe(handle_or_path, _PROBE_TIMEOUT_S)
       if reason is not None:
