@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import PIL.Image
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -185,6 +186,7 @@ class TrainInProcessTest(tf.test.TestCase):
     self.assertFalse(os.path.exists(os.path.join(tfds_workdir, 'checkpoints')))
 
 
+@pytest.mark.slow  # train.py subprocesses
 class TrainSubprocessTest(tf.test.TestCase):
   """train.py as users run it: resume, determinism, 2 replicas."""
 
