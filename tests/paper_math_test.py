@@ -4,7 +4,7 @@ BigBiGAN (Donahue & Simonyan 2019) on BigGAN (Brock et al. 2018): which pairs
 D sees as real, the hinge/linear losses through the trainer's own steps, the
 encoder's noise, spectral normalisation, the EMA of the weights and G's
 orthogonal regulariser. Loss functions alone: tests/losses_test.py. Each test
-here fails on a one-line break of the code it names (see the tiers report).
+here was checked to fail on a one-line break of the code it names.
 """
 
 import functools
@@ -100,7 +100,7 @@ def _shared():
   Built once per test process (a TrainState and each traced step cost
   seconds); every check below holds whatever the weights are.
   """
-  # BigGAN's beta; the tiny config (like BigBiGAN's) has it off.
+  # BigGAN's beta (off in the configs), so the trainer applies it.
   config = _config(**{'optim.g_ortho_reg': 1e-4, 'optim.d_lr': 1e-3})
   state = checkpoints.TrainState(config)
   trainer = trainer_lib.Trainer(state, tf.distribute.get_strategy())
