@@ -4,6 +4,7 @@ config trains and resumes with every switch as 'auto' sets it on a GPU or TPU
 XLA path TPUs use and configs/imagenet128.py sets)."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from bigbigan_tf import hardware
@@ -33,6 +34,7 @@ def _accelerator_config(steps, **train):
   return config
 
 
+@pytest.mark.slow  # trains and resumes a workdir (two bfloat16 XLA compiles)
 class AcceleratorPathTest(tf.test.TestCase):
 
   def test_gpu_tpu_settings_with_xla_train_and_resume(self):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import keras
+import pytest
 import tensorflow as tf
 
 import testing
@@ -115,6 +116,7 @@ class CompareTest(tf.test.TestCase):
       self.assertGreater(row['ratio_to_base_median'], 0)
 
 
+@pytest.mark.slow  # runs `python -m bigbigan_tf.bench` in subprocesses
 class BenchCommandTest(tf.test.TestCase):
 
   def test_prints_one_json_object_with_the_figures(self):

@@ -9,6 +9,7 @@ from unittest import mock
 
 import numpy as np
 from PIL import Image
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -419,6 +420,7 @@ class DistributedDatasetTest(tf.test.TestCase):
     batch = next(iter(dist))
     self.assertEqual(batch['image'].shape, (6, 16, 16, 3))
 
+  @pytest.mark.slow  # a separate process (2 logical CPUs)
   def test_two_replicas_get_half_the_global_batch_each(self):
     out = testing.run_python("""
         import json

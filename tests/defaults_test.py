@@ -6,6 +6,7 @@ import sys
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Packages whose import takes seconds; --help must not pay for them.
@@ -31,6 +32,7 @@ def _imported_modules(args: list[str]) -> tuple[set[str], str]:
   return modules, result.stdout
 
 
+@pytest.mark.slow  # each test runs a script in a subprocess
 class DefaultsTest(parameterized.TestCase):
 
   @parameterized.parameters('train.py', 'export.py', 'eval/evaluate.py',

@@ -4,6 +4,7 @@ import os
 import time
 from unittest import mock
 
+import pytest
 import tensorflow as tf
 
 import testing
@@ -83,6 +84,7 @@ class MakeStrategyTest(tf.test.TestCase):
       distribute.configure_cpu_devices(0)
 
 
+@pytest.mark.slow  # a separate process (2 logical CPUs)
 class TwoLogicalCpusTest(tf.test.TestCase):
 
   def test_two_logical_cpus_give_two_mirrored_replicas(self):

@@ -16,6 +16,7 @@ from unittest import mock
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
@@ -54,6 +55,7 @@ def _x(n, size, seed=0):
       np.float32)
 
 
+@pytest.mark.slow  # a trained workdir and export.py subprocesses
 class ExportTest(tf.test.TestCase):
 
   @classmethod

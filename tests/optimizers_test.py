@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import testing
@@ -106,6 +107,7 @@ class AdamTest(tf.test.TestCase):
     self.assertFalse(again.fused)
     self.assertEqual(again.beta_1, 0.0)
 
+  @pytest.mark.slow  # a separate process (2 logical CPUs)
   def test_two_replicas_equal_one_device_with_summed_gradients(self):
     """Under MirroredStrategy each device's copy takes the fused update."""
     out = testing.run_python("""

@@ -6,6 +6,7 @@ import os
 import signal
 import time
 
+import pytest
 import tensorflow as tf
 
 import testing
@@ -31,6 +32,7 @@ def _read_all(workdir, step):
   return reader, len(names)
 
 
+@pytest.mark.slow  # train.py subprocesses and signals
 class PreemptionTest(tf.test.TestCase):
 
   def test_sigterm_while_tracing_then_inside_a_long_loop_call(self):

@@ -5,6 +5,7 @@ import tempfile
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 
@@ -103,6 +104,7 @@ class ReversibleGradientTest(tf.test.TestCase):
     self.assertAllClose(block.inverse(y), x, atol=1e-5)
 
 
+@pytest.mark.slow  # trains a workdir, exports and loads it
 class TinyRevNetRunTest(tf.test.TestCase):
 
   def test_trains_exports_and_loads(self):

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import PIL.Image
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -95,6 +96,7 @@ class TrainInProcessTest(tf.test.TestCase):
     saved = config_lib.load(workdir)
     self.assertEqual(saved.data.name, f'folder:{folder}')
 
+  @pytest.mark.slow  # trains two workdirs (tfds mock, step 0)
   def test_tfds_mock_run_and_step_zero(self):
     workdir = self.create_tempdir().full_path
     with tfds.testing.mock_data(num_examples=32):
@@ -111,6 +113,7 @@ class TrainInProcessTest(tf.test.TestCase):
     self.assertEqual(result['step'], 2)
     self.assertEqual(_checkpoint_steps(workdir), [0, 2])
 
+  @pytest.mark.slow  # trains a workdir until its loss is made non-finite
   def test_non_finite_loss_stops_and_keeps_last_checkpoint(self):
     workdir = self.create_tempdir().full_path
     config = _config(**{'num_train_steps': 6, 'optim.g_lr': 1e30,
@@ -185,6 +188,7 @@ class TrainInProcessTest(tf.test.TestCase):
     self.assertFalse(os.path.exists(os.path.join(tfds_workdir, 'checkpoints')))
 
 
+@pytest.mark.slow  # train.py subprocesses
 class TrainSubprocessTest(tf.test.TestCase):
   """train.py as users run it: resume, determinism, 2 replicas."""
 
