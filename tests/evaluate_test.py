@@ -18,6 +18,7 @@ import tempfile
 
 import numpy as np
 from PIL import Image
+import pytest
 import tensorflow as tf
 
 import testing
@@ -87,6 +88,7 @@ def _event_values(directory):
   return values
 
 
+@pytest.mark.slow
 class EvaluateTest(tf.test.TestCase):
 
   @classmethod

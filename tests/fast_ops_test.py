@@ -13,7 +13,6 @@ from bigbigan_tf.models import discriminator as disc_lib
 from bigbigan_tf.models import encoder as enc_lib
 from bigbigan_tf.models import fast_ops as fast_ops_lib
 from bigbigan_tf.models import generator as gen_lib
-from bigbigan_tf.models import layers
 from bigbigan_tf.models import revnet
 from bigbigan_tf.models.fast_ops import FastOps
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
 import tensorflow as tf
 
 from bigbigan_tf import checkpoints
@@ -75,6 +76,7 @@ class CheckpointReadingTest(tf.test.TestCase):
         self.create_tempdir().full_path))
 
 
+@pytest.mark.slow
 class FaultsTest(tf.test.TestCase):
   """train.py / export.py on damaged workdirs and bad arguments."""
 

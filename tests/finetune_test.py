@@ -12,6 +12,7 @@ import tempfile
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_hub as hub
 import tf_keras
@@ -32,6 +33,7 @@ def _moving_statistics(weights):
   return [w for w in weights if 'moving_' in w.name]
 
 
+@pytest.mark.slow
 class FinetuneTest(tf.test.TestCase):
 
   @classmethod

@@ -12,7 +12,6 @@ import os
 import random
 import re
 import signal
-import textwrap
 import threading
 import time
 from unittest import mock

@@ -11,6 +11,8 @@ import os
 import tempfile
 import unittest
 
+import pytest
+
 from best_test import delete_checkpoints
 from best_test import FakeEvaluator
 from best_test import kept_content
@@ -195,6 +197,7 @@ class RelativeWorkdirTest(unittest.TestCase):
       os.chdir(cwd)
 
 
+@pytest.mark.slow
 class WatchEndToEndTest(unittest.TestCase):
   """A tiny run and `eval/evaluate.py --watch` in separate processes."""
 
@@ -283,6 +286,7 @@ class InProcessEvaluationTest(unittest.TestCase):
     self.assertEqual(evaluation.select, 'linear_probe')
     self.assertIn('drops the metrics it cannot compute', logs.output[0])
 
+  @pytest.mark.slow
   def test_results_at_the_asked_steps_and_best_kept(self):
     from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
     from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
