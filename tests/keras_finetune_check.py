@@ -60,20 +60,34 @@ def run_doc(workdir: str) -> dict:
   namespace, out = {'__name__': '__doc__'}, {}
   path = os.path.join(workdir, 'E', 'keras', 'encoder.keras')
   original = keras.saving.load_model(path)
-  for route, code in doc_blocks().items():
-    with _cwd(workdir):
-      exec(compile(code, f'{DOC}:{route}', 'exec'), namespace)  # pylint: disable=exec-used
-    encoder, model, x = namespace['encoder'], namespace['model'], namespace['x']
-    stats = _moving_stats(encoder)
-    batch = model.predict(x[:8], batch_size=8, verbose=0)
-    single = np.concatenate([model.predict(x[i:i + 1], verbose=0)
-                             for i in range(8)])
-    out[route] = {
-        'loss': [float(v) for v in namespace['history'].history['loss']],
-        'weights_change': _max_change(_numpy(original.trainable_weights),
-                                      _numpy(encoder.trainable_weights)),
-        'stats_change_fit': _max_change(_moving_stats(original), stats),
-        'stats_change_predict': _max_change(stats, _moving_stats(encoder)),
-        'batch_dependence': float(np.abs(batch - single).max()),
-    }
+  # The doc's `os.environ.setdefault('KERAS_BACKEND', 'jax')` must neither
+  # pick another backend here nor leak into this process's environment (its
+  # later subprocesses, e.g. train.py, would start Keras on JAX).
+  saved_env = dict(os.environ)
+  os.environ['KERAS_BACKEND'] = keras.backend.backend()
+  try:
+    for route, code in doc_blocks().items():
+      with _cwd(workdir):
+        exec(compile(code, f'{DOC}:{route}', 'exec'), namespace)  # pylint: disable=exec-used
+      _collect(route, namespace, original, out)
+  finally:
+    os.environ.clear()
+    os.environ.update(saved_env)
   return out
+
+
+def _collect(route, namespace, original, out):
+  """The facts of one route, after its block ran."""
+  encoder, model, x = namespace['encoder'], namespace['model'], namespace['x']
+  stats = _moving_stats(encoder)
+  batch = model.predict(x[:8], batch_size=8, verbose=0)
+  single = np.concatenate([model.predict(x[i:i + 1], verbose=0)
+                           for i in range(8)])
+  out[route] = {
+      'loss': [float(v) for v in namespace['history'].history['loss']],
+      'weights_change': _max_change(_numpy(original.trainable_weights),
+                                    _numpy(encoder.trainable_weights)),
+      'stats_change_fit': _max_change(_moving_stats(original), stats),
+      'stats_change_predict': _max_change(stats, _moving_stats(encoder)),
+      'batch_dependence': float(np.abs(batch - single).max()),
+  }
