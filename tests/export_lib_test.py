@@ -11,6 +11,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+import testing
 from bigbigan_tf import checkpoints
 from bigbigan_tf import export_lib
 from bigbigan_tf.configs import tiny
@@ -41,32 +42,9 @@ class ExportInProcessTest(tf.test.TestCase):
     cls.loaded = tf.saved_model.load(cls.export_dir)
 
   def test_signatures_follow_the_hub_contract(self):
-    expected = {
-        'generate': ({'z': [None, Z_DIM]},
-                     {'default': [None, RES, RES, 3],
-                      'upsampled': [None, 2 * RES, 2 * RES, 3]}),
-        'encode': ({'x': [None, RES_E, RES_E, 3]},
-                   {'default': [None, Z_DIM], 'z_mean': [None, Z_DIM],
-                    'z_stdev': [None, Z_DIM], 'z_sample': [None, Z_DIM],
-                    'avepool_feat': [None, FEAT],
-                    'bn_crelu_feat': [None, 2 * FEAT]}),
-        'discriminate': ({'x': [None, RES, RES, 3], 'z': [None, Z_DIM]},
-                         {'score_x': [None], 'score_z': [None],
-                          'score_xz': [None]}),
-        'serving_default': ({'x': [None, RES_E, RES_E, 3]},
-                            {'default': [None, Z_DIM]}),
-    }
-    sigs = self.loaded.signatures
-    self.assertCountEqual(sigs.keys(), export_lib.SIGNATURE_NAMES)
-    for name, (inputs, outputs) in expected.items():
-      with self.subTest(signature=name):
-        _, kwargs = sigs[name].structured_input_signature
-        self.assertEqual({k: s.shape.as_list() for k, s in kwargs.items()},
-                         inputs)
-        out = sigs[name].structured_outputs
-        self.assertEqual({k: s.shape.as_list() for k, s in out.items()},
-                         outputs)
-        self.assertTrue(all(s.dtype == tf.float32 for s in out.values()))
+    self.assertCountEqual(self.loaded.signatures.keys(), export_lib.SIGNATURE_NAMES)
+    testing.assert_hub_contract(self, self.loaded.signatures, z_dim=Z_DIM, res=RES,
+                                res_e=RES_E, feat=FEAT)
 
   def test_outputs_equal_the_ema_networks_not_the_live_ones(self):
     rng = np.random.default_rng(1)

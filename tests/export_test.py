@@ -26,9 +26,6 @@ from bigbigan_tf import config_lib
 from bigbigan_tf import data as data_lib
 from bigbigan_tf import defaults
 from bigbigan_tf import export_lib
-from bigbigan_tf import standing_stats
-from bigbigan_tf.models import encoder as enc_lib
-from bigbigan_tf.models import generator as gen_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tiny config: z_dim 16, G at 32x32, E at 64x64, 128-d pooled features.
@@ -120,34 +117,9 @@ class ExportTest(tf.test.TestCase):
       self.assertIn('keras', json.load(f))
 
   def test_signatures_follow_the_hub_contract(self):
-    sigs = self.hub_module.signatures
-    self.assertCountEqual(sigs.keys(), export_lib.SIGNATURE_NAMES)
-    expected = {
-        'generate': ({'z': [None, Z_DIM]},
-                     {'default': [None, RES, RES, 3],
-                      'upsampled': [None, 2 * RES, 2 * RES, 3]}),
-        'encode': ({'x': [None, RES_E, RES_E, 3]},
-                   {'default': [None, Z_DIM], 'z_mean': [None, Z_DIM],
-                    'z_stdev': [None, Z_DIM], 'z_sample': [None, Z_DIM],
-                    'avepool_feat': [None, FEAT],
-                    'bn_crelu_feat': [None, 2 * FEAT]}),
-        'discriminate': ({'x': [None, RES, RES, 3], 'z': [None, Z_DIM]},
-                         {'score_x': [None], 'score_z': [None],
-                          'score_xz': [None]}),
-        'serving_default': ({'x': [None, RES_E, RES_E, 3]},
-                            {'default': [None, Z_DIM]}),
-    }
-    for name, (inputs, outputs) in expected.items():
-      with self.subTest(signature=name):
-        args, kwargs = sigs[name].structured_input_signature
-        self.assertEqual(args, ())
-        self.assertEqual({k: s.shape.as_list() for k, s in kwargs.items()},
-                         inputs)
-        self.assertTrue(all(s.dtype == tf.float32 for s in kwargs.values()))
-        out = sigs[name].structured_outputs
-        self.assertEqual({k: s.shape.as_list() for k, s in out.items()},
-                         outputs)
-        self.assertTrue(all(s.dtype == tf.float32 for s in out.values()))
+    self.assertCountEqual(self.hub_module.signatures.keys(), export_lib.SIGNATURE_NAMES)
+    testing.assert_hub_contract(self, self.hub_module.signatures, z_dim=Z_DIM, res=RES,
+                                res_e=RES_E, feat=FEAT)
 
   def test_outputs_equal_the_in_process_ema_networks(self):
     z, x_e, x = _z(5), _x(5, RES_E), _x(5, RES, seed=1)
@@ -515,71 +487,6 @@ class ExportTest(tf.test.TestCase):
         self.assertRegex(err, 'error: .*' + pattern)
         self.assertNotIn('Traceback', err)
     self.assertEqual(os.listdir(self.existing_dir), [])
-
-
-class StandingStatisticsTest(tf.test.TestCase):
-  """apply_standing_statistics on small networks, against hand computation."""
-
-  def _encoder(self):
-    e = enc_lib.Encoder(z_dim=4, blocks_per_stage=(1, 1, 1, 1),
-                        width_multiplier=0.0625, head_depth=0)
-    e(_x(2, 32), noise=np.zeros((2, 4), np.float32))
-    return e
-
-  def test_average_of_batch_statistics(self):
-    e = self._encoder()
-    batches = [_x(4, 32, seed=s) for s in range(3)]
-    noise = np.zeros((4, 4), np.float32)
-    count = standing_stats.apply_standing_statistics(
-        e, batches, lambda x: e(x, training=True, noise=noise))
-    self.assertEqual(count, 3)
-    # The first batch norm reads the max-pooled stem output.
-    first = e.blocks[0].bn1
-    self.assertIn(first, standing_stats.batch_norm_layers(e))
-    h = [keras.ops.max_pool(e.stem(x), 3, 2, 'same').numpy() for x in batches]
-    self.assertAllClose(first.moving_mean,
-                        np.mean([a.mean((0, 1, 2)) for a in h], 0), atol=1e-5)
-    self.assertAllClose(first.moving_variance,
-                        np.mean([a.var((0, 1, 2)) for a in h], 0), atol=1e-5)
-    self.assertEqual(first.momentum, 0.99)
-
-  def test_one_batch_makes_inference_mode_equal_training_mode(self):
-    e = self._encoder()
-    x, noise = _x(8, 32, seed=4), np.zeros((8, 4), np.float32)
-    standing_stats.apply_standing_statistics(
-        e, [x], lambda b: e(b, training=True, noise=noise))
-    # (Training mode also moves the statistics: compare it last.)
-    inference = e(x, training=False, noise=noise)
-    training = e(x, training=True, noise=noise)
-    for key in ('avepool_feat', 'bn_crelu_feat', 'z_mean'):
-      self.assertAllClose(inference[key], training[key], atol=1e-4, msg=key)
-
-  def test_generator_keeps_its_other_state(self):
-    g = gen_lib.Generator(resolution=32, z_dim=8, ch=4, embed_dim=2)
-    g(_z(2)[:, :8])
-    bns = standing_stats.batch_norm_layers(g)
-    self.assertLen(bns, 2 * len(g.blocks) + 1)  # two per block, then out_bn
-    stats = {id(v) for bn in bns for v in (bn.moving_mean,
-                                           bn.moving_variance)}
-    others = [(v, v.numpy()) for v in g.non_trainable_variables
-              if id(v) not in stats]
-    self.assertNotEmpty(others)  # spectral-norm vectors
-    before = [bn.moving_variance.numpy() for bn in bns]
-    standing_stats.generator_standing_statistics(g, z_dim=8, num_batches=2,
-                                                 batch_size=16)
-    for v, value in others:
-      self.assertAllEqual(v, value, msg=v.path)
-    for bn, old in zip(bns, before):
-      self.assertNotAllClose(bn.moving_variance, old)
-      self.assertEqual(bn.momentum, 0.99)
-
-  def test_failure_leaves_the_model_unchanged(self):
-    e = self._encoder()
-    before = [v.numpy() for v in e.non_trainable_variables]
-    with self.assertRaisesRegex(ValueError, 'at least one batch'):
-      standing_stats.apply_standing_statistics(e, [], lambda x: e(x))
-    for v, value in zip(e.non_trainable_variables, before):
-      self.assertAllEqual(v, value)
 
 
 if __name__ == '__main__':

@@ -3,26 +3,11 @@ one update on the whole batch."""
 
 import tensorflow as tf
 
+import testing
 from bigbigan_tf import checkpoints
 from bigbigan_tf import config_lib
-from bigbigan_tf import data as data_lib
 from bigbigan_tf import trainer as trainer_lib
-from bigbigan_tf.configs import tiny
 
-
-def _config(**overrides):
-  config = tiny.get_config()
-  with config.unlocked():
-    for key, value in overrides.items():
-      section, field = key.split('.')
-      config[section][field] = value
-  return config
-
-
-def _batch(config):
-  return next(iter(data_lib.make_dataset(
-      config.data, image_size=config.model.encoder_resolution,
-      batch_size=config.batch_size, training=True, seed=0)))
 
 
 class GradAccumTest(tf.test.TestCase):
@@ -32,8 +17,8 @@ class GradAccumTest(tf.test.TestCase):
     # gradient, so float noise on near-zero gradients is not blown up to
     # +-lr by Adam's normalisation (the comparison is of gradients).
     common = {'optim.epsilon': 1.0, 'optim.d_lr': 0.05}
-    whole = checkpoints.TrainState(_config(**common))
-    accum = checkpoints.TrainState(_config(**common,
+    whole = checkpoints.TrainState(testing.tiny_config(**common))
+    accum = checkpoints.TrainState(testing.tiny_config(**common,
                                            **{'optim.grad_accum_steps': 4}))
     for a, b in zip(whole.nets.discriminator.weights,
                     accum.nets.discriminator.weights):
@@ -42,7 +27,7 @@ class GradAccumTest(tf.test.TestCase):
     strategy = tf.distribute.get_strategy()
     config = whole.config
     # The same E(x) and G(z) for both: D's inputs, fixed.
-    x_e = _batch(config)['image']
+    x_e = testing.tiny_batch(config)['image']
     x = tf.image.resize(x_e, [config.model.resolution] * 2, 'area')
     z = tf.random.stateless_normal([config.batch_size, config.model.z_dim],
                                    seed=[1, 2])
@@ -65,12 +50,12 @@ class GradAccumTest(tf.test.TestCase):
   def test_two_micro_batches_d_and_eg_steps_learn(self):
     # Each step alone, on a fixed batch with fixed z and noise, the other
     # networks fixed: its own loss must go down.
-    config = _config(**{'optim.grad_accum_steps': 2, 'optim.d_lr': 1e-3,
-                        'optim.g_lr': 1e-3, 'optim.e_lr': 1e-3,
-                        'optim.g_ortho_reg': 1e-4})
+    config = testing.tiny_config(**{
+        'optim.grad_accum_steps': 2, 'optim.d_lr': 1e-3, 'optim.g_lr': 1e-3,
+        'optim.e_lr': 1e-3, 'optim.g_ortho_reg': 1e-4})
     state = checkpoints.TrainState(config)
     trainer = trainer_lib.Trainer(state, tf.distribute.get_strategy())
-    batch = _batch(config)
+    batch = testing.tiny_batch(config)
     rng_state = tf.identity(state.rng.state)
     for step, loss, moved, fixed in (
         (trainer._d_step, 'd_loss', 'd_vars', 'g_vars'),  # pylint: disable=protected-access
@@ -91,17 +76,19 @@ class GradAccumTest(tf.test.TestCase):
     self.assertEqual(int(state.g_opt.iterations.numpy()), 4)
 
   def test_batch_must_divide_into_micro_batches_on_every_replica(self):
-    config = _config(**{'optim.grad_accum_steps': 3})
+    config = testing.tiny_config(**{'optim.grad_accum_steps': 3})
     with self.assertRaisesRegex(config_lib.ConfigError,
                                 'grad_accum_steps.*divisible by'):
       config_lib.validate(config)
-    config = _config(**{'optim.grad_accum_steps': 4})
+    config = testing.tiny_config(**{'optim.grad_accum_steps': 4})
     config_lib.validate(config)
     with self.assertRaisesRegex(config_lib.ConfigError, '8 x 2 = 16'):
-      config_lib.validate(_config(**{'optim.grad_accum_steps': 8}),
-                          num_replicas=2)
+      config_lib.validate(
+          testing.tiny_config(**{'optim.grad_accum_steps': 8}),
+          num_replicas=2)
     with self.assertRaisesRegex(config_lib.ConfigError, 'integer >= 1'):
-      config_lib.validate(_config(**{'optim.grad_accum_steps': 0}))
+      config_lib.validate(
+          testing.tiny_config(**{'optim.grad_accum_steps': 0}))
 
 
 if __name__ == '__main__':

@@ -13,31 +13,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import testing
 from bigbigan_tf import checkpoints
-from bigbigan_tf import data as data_lib
 from bigbigan_tf import ema as ema_lib
 from bigbigan_tf import losses
 from bigbigan_tf import trainer as trainer_lib
-from bigbigan_tf.configs import tiny
 from bigbigan_tf.models import layers
 from bigbigan_tf.models import ops
 
 HEADS = losses.HEADS
 
-
-def _config(**overrides):
-  config = tiny.get_config()
-  with config.unlocked():
-    for key, value in overrides.items():
-      section, field = key.split('.')
-      config[section][field] = value
-  return config
-
-
-def _batch(config):
-  return next(iter(data_lib.make_dataset(
-      config.data, image_size=config.model.encoder_resolution,
-      batch_size=config.batch_size, training=True, seed=0)))
 
 
 def _state_vars(state):
@@ -101,10 +86,11 @@ def _shared():
   seconds); every check below holds whatever the weights are.
   """
   # BigGAN's beta (off in the configs), so the trainer applies it.
-  config = _config(**{'optim.g_ortho_reg': 1e-4, 'optim.d_lr': 1e-3})
+  config = testing.tiny_config(**{'optim.g_ortho_reg': 1e-4,
+                                  'optim.d_lr': 1e-3})
   state = checkpoints.TrainState(config)
   trainer = trainer_lib.Trainer(state, tf.distribute.get_strategy())
-  return state, trainer, _batch(config)
+  return state, trainer, testing.tiny_batch(config)
 
 
 class TrainerPairsTest(tf.test.TestCase):
@@ -278,7 +264,8 @@ class EmaTest(tf.test.TestCase):
       self.assertAllEqual(a, w)
 
   def test_trainer_decay_starts_at_ema_start(self):
-    config = _config(**{'train.ema_decay': 0.9999, 'train.ema_start': 5})
+    config = testing.tiny_config(**{'train.ema_decay': 0.9999,
+                                    'train.ema_start': 5})
     for step, want in ((0, 0.0), (4, 0.0), (5, 0.9999), (100, 0.9999)):
       decay = trainer_lib._ema_decay(config, tf.constant(step, tf.int64))  # pylint: disable=protected-access
       self.assertAllClose(decay, want, msg=f'step {step}')

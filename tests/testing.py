@@ -46,6 +46,59 @@ def train_tiny(workdir: str, *, steps: int = 2) -> dict:
   return train_lib.train_and_evaluate(config, workdir)
 
 
+# ------------------------------------------------------------- in-process
+
+
+def tiny_config(**overrides):
+  """The tiny config with 'section.field' overrides, e.g. optim.d_lr=1e-3."""
+  config = tiny.get_config()
+  with config.unlocked():
+    for key, value in overrides.items():
+      section, field = key.split('.')
+      config[section][field] = value
+  return config
+
+
+def tiny_batch(config):
+  """One training batch of `config`'s data at E's resolution (seed 0)."""
+  from bigbigan_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  return next(iter(data_lib.make_dataset(
+      config.data, image_size=config.model.encoder_resolution,
+      batch_size=config.batch_size, training=True, seed=0)))
+
+
+def assert_hub_contract(test, signatures, *, z_dim, res, res_e, feat):
+  """`signatures` follow DESIGN.md 3.1: names, inputs, shapes, dtypes."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  expected = {
+      'generate': ({'z': [None, z_dim]},
+                   {'default': [None, res, res, 3],
+                    'upsampled': [None, 2 * res, 2 * res, 3]}),
+      'encode': ({'x': [None, res_e, res_e, 3]},
+                 {'default': [None, z_dim], 'z_mean': [None, z_dim],
+                  'z_stdev': [None, z_dim], 'z_sample': [None, z_dim],
+                  'avepool_feat': [None, feat],
+                  'bn_crelu_feat': [None, 2 * feat]}),
+      'discriminate': ({'x': [None, res, res, 3], 'z': [None, z_dim]},
+                       {'score_x': [None], 'score_z': [None],
+                        'score_xz': [None]}),
+      'serving_default': ({'x': [None, res_e, res_e, 3]},
+                          {'default': [None, z_dim]}),
+  }
+  test.assertCountEqual(signatures.keys(), expected)
+  for name, (inputs, outputs) in expected.items():
+    with test.subTest(signature=name):
+      args, kwargs = signatures[name].structured_input_signature
+      test.assertEqual(args, ())
+      test.assertEqual({k: s.shape.as_list() for k, s in kwargs.items()},
+                       inputs)
+      out = signatures[name].structured_outputs
+      test.assertEqual({k: s.shape.as_list() for k, s in out.items()},
+                       outputs)
+      test.assertTrue(all(s.dtype == tf.float32
+                          for s in list(kwargs.values()) + list(out.values())))
+
+
 # ------------------------------------------------------------- subprocesses
 
 
