@@ -163,14 +163,8 @@ class Discriminator(serialization.SavedArgs, keras.Model):
             self.compute_output_shape(x.shape, z.shape).items()}
 
   def _check_resolution(self, shape) -> None:
-    r, size = self.resolution, tuple(shape)[1:3]
-    if all(d is None or d == r for d in size):
-      return
-    raise ValueError(
-        f'{self.name} was built for {r}x{r} images (its `resolution`) but got '
-        f'{size[0]}x{size[1]} (x of shape {tuple(shape)}); resize x to '
-        f'{r}x{r}: the network would run at another size but score '
-        'differently.')
+    serialization.check_image_size(self.name, self.resolution, shape,
+                                   'other scores')
 
   def _build_inputs(self, build_config: dict) -> tuple:
     r = self.resolution

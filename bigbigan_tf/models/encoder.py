@@ -175,15 +175,8 @@ class Encoder(serialization.SavedArgs, keras.Model):
             for k, s in self.compute_output_shape(x.shape).items()}
 
   def _check_resolution(self, shape) -> None:
-    r = self.resolution
-    size = tuple(shape)[1:3]
-    if r is None or all(d is None or d == r for d in size):
-      return
-    raise ValueError(
-        f'{self.name} was built for {r}x{r} images (its `resolution`) but '
-        f'got {size[0]}x{size[1]} (input shape {tuple(shape)}). Resize the '
-        f'images to {r}x{r}, e.g. keras.ops.image.resize(x, ({r}, {r})): '
-        'the network would run at another size but give other features.')
+    serialization.check_image_size(self.name, self.resolution, shape,
+                                   'other features')
 
   def _build_trunk(self, blocks_per_stage: Sequence[int],
                    width_multiplier: float, bn: dict) -> None:

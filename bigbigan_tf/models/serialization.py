@@ -12,7 +12,7 @@ the same function is computed, and some of its tricks are TensorFlow-only. A
 loaded model uses Keras' own operations, so it runs on every backend.
 """
 
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import keras
 
@@ -62,3 +62,25 @@ class SavedArgs:
 
   def build_from_config(self, config: dict[str, Any]) -> None:
     self(*self._build_inputs(config), training=False)
+
+
+def check_image_size(name: str, resolution: Optional[int],
+                     shape: Sequence[Optional[int]], what: str) -> None:
+  """Refuses images [B, H, W, 3] of another size than `resolution`.
+
+  The networks are fully convolutional: at another size they would run and
+  give `what` (other features, other scores) rather than fail. A None
+  resolution (a network built without one) or dimension passes.
+
+  Raises:
+    ValueError: naming the size and how to resize to it.
+  """
+  size = tuple(shape)[1:3]
+  if resolution is None or all(d is None or d == resolution for d in size):
+    return
+  r = resolution
+  raise ValueError(
+      f'{name} was built for {r}x{r} images (its `resolution`) but got '
+      f'{size[0]}x{size[1]} (input shape {tuple(shape)}). Resize the images '
+      f'to {r}x{r}, e.g. keras.ops.image.resize(x, ({r}, {r})): the network '
+      f'would run at another size but give {what}.')
