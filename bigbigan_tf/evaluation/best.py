@@ -146,15 +146,25 @@ def _copy_name(step: int, kept: Optional[Dict[str, Any]]) -> str:
   return name
 
 
+def hold_into(checkpoint: str, directory: str) -> bool:
+  """`hold_files` into a fresh `directory`, which is removed on failure.
+
+  A directory already there (a killed copy's or hold's partial files) is
+  replaced. Returns False, leaving nothing, when the checkpoint is gone or
+  incomplete.
+  """
+  if tf.io.gfile.exists(directory):
+    tf.io.gfile.rmtree(directory)
+  tf.io.gfile.makedirs(directory)
+  if hold_files(checkpoint, directory):
+    return True
+  tf.io.gfile.rmtree(directory)
+  return False
+
+
 def _copy(source: str, copy_dir: str) -> bool:
   """Step 1: the checkpoint's files into a fresh `copy_dir`."""
-  if tf.io.gfile.exists(copy_dir):
-    tf.io.gfile.rmtree(copy_dir)  # a killed update's partial copy
-  tf.io.gfile.makedirs(copy_dir)
-  if hold_files(source, copy_dir):
-    return True
-  tf.io.gfile.rmtree(copy_dir)
-  return False
+  return hold_into(source, copy_dir)
 
 
 def _write_pointer(workdir: str, info: Dict[str, Any]) -> None:

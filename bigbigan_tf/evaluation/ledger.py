@@ -114,11 +114,9 @@ def hold(workdir: str, checkpoint: str, step: int,
 
   None when the checkpoint is gone or incomplete (nothing is left behind).
   """
-  release(workdir, step)  # a killed watcher's partial copy, or an old save
   held = held_dir(workdir, step)
-  tf.io.gfile.makedirs(held)
-  if not best.hold_files(checkpoint, held):
-    release(workdir, step)
+  # Replaces a killed watcher's partial hold, or an older save's.
+  if not best.hold_into(checkpoint, held):
     return None
   files.write_json(os.path.join(held, IDENTITY_JSON), ident)
   return os.path.join(held, os.path.basename(checkpoint))
