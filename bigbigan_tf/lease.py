@@ -200,22 +200,30 @@ def _flock(fd: int, flags: int, directory: str, info: dict, what: str,
     raise _NoLocks(os.strerror(e.errno) if e.errno else str(e)) from None
 
 
+def _probe_lock(directory: str, info: dict, what: str) -> None:
+  """Raises LeaseHeldError if a live run holds the OS lock on `directory`.
+
+  Creates nothing: no lock file, no lock.
+  """
+  import fcntl  # pylint: disable=g-import-not-at-top
+  path = os.path.join(directory, LEASE_FILENAME)
+  try:
+    fd = os.open(path, os.O_RDONLY)
+  except OSError:  # no lock file (or no directory): nobody holds the lock
+    return
+  try:
+    _flock(fd, fcntl.LOCK_SH, directory, info, what, path)
+  finally:
+    os.close(fd)
+
+
 @contextlib.contextmanager
 def _locked(directory: str, info: dict, what: str, expiry_s: float
             ) -> Iterator[None]:
   import fcntl  # pylint: disable=g-import-not-at-top
   path = os.path.join(directory, LEASE_FILENAME)
-  if os.path.isdir(directory):
-    # A busy directory exists: test the lock without creating anything.
-    try:
-      probe = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-      probe = None
-    if probe is not None:
-      try:
-        _flock(probe, fcntl.LOCK_SH, directory, info, what, path)
-      finally:
-        os.close(probe)
+  # A busy directory exists: test the lock without creating anything.
+  _probe_lock(directory, info, what)
   os.makedirs(directory, exist_ok=True)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
@@ -379,7 +387,7 @@ class _TicketHolder(Holder):
     if '://' not in self.directory:
       # A run holding the OS lock on this directory ('lock' mode).
       with contextlib.suppress(_NoLocks):
-        self._probe_lock()
+        _probe_lock(self.directory, self.info, self.what)
     for e in self._others(entries):
       if e.expired:
         self.superseded.add(e.token)
@@ -387,18 +395,6 @@ class _TicketHolder(Holder):
                         _holder_text(e.info), os.path.basename(e.path))
         _remove(e.path)
     self.tickets.remove_stale_temps()
-
-  def _probe_lock(self) -> None:
-    import fcntl  # pylint: disable=g-import-not-at-top
-    path = os.path.join(self.directory, LEASE_FILENAME)
-    try:
-      fd = os.open(path, os.O_RDONLY)
-    except OSError:
-      return
-    try:
-      _flock(fd, fcntl.LOCK_SH, self.directory, self.info, self.what, path)
-    finally:
-      os.close(fd)
 
   def _write(self, path: str) -> None:
     now = _now()
