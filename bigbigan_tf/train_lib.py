@@ -320,8 +320,7 @@ class _Run:
 
   def save(self, step: int) -> str:
     """Saves on every worker; returns the chief's checkpoint path."""
-    self.check_lease()
-    with write_faults.writing(self.write_dir):
+    with self._writing(self.write_dir):
       path = self.manager.save(checkpoint_number=step)
     distribute.remove_worker_dir(self.write_dir, self.strategy)
     self.last_checkpoint = os.path.join(self.checkpoint_dir,
@@ -361,8 +360,7 @@ class _Run:
                           'same command to resume.', stopping,
                           self.last_checkpoint, self.step)
           break
-    self.check_lease()
-    with write_faults.writing(os.path.join(self.workdir, 'train')):
+    with self._writing(os.path.join(self.workdir, 'train')):
       self.writer.flush()
     return {'step': self.step, 'metrics': self.metrics,
             'checkpoint': self.last_checkpoint,
@@ -415,8 +413,7 @@ class _Run:
       eta = (total - step) * (
           now - self.start_time - self.eval_seconds_total) / max(
               step - self.start_step, 1)
-      self.check_lease()
-      with write_faults.writing(os.path.join(self.workdir, 'train')):
+      with self._writing(os.path.join(self.workdir, 'train')):
         _log(self.state, self.writer, out, step=step, total=total, ips=ips,
              eta=eta, collapse=self.collapse,
              checkpoint=self.last_checkpoint, images=self.fixed_real)
@@ -442,6 +439,13 @@ class _Run:
         seconds = self.in_process_eval(self.last_checkpoint, step)
         self.eval_seconds += seconds
         self.eval_seconds_total += seconds
+
+  @contextlib.contextmanager
+  def _writing(self, path: str):
+    """A write to `path`: only while the lease holds; storage errors name it."""
+    self.check_lease()
+    with write_faults.writing(path):
+      yield
 
   def _write_grids(self, step: int) -> None:
     self.check_lease()  # PNGs are written through files.write_atomic
