@@ -251,6 +251,34 @@ class FileLeaseTest(tf.test.TestCase):
                      ('file', 'gs:// has no OS locks'))
 
 
+class TrainingChecksTheLeaseTest(tf.test.TestCase):
+  """train_lib asks the lease before each write (not only the heartbeat)."""
+
+  def test_a_lost_lease_stops_the_next_save(self):
+    from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
+    workdir = os.path.join(self.get_temp_dir(), 'w')
+    config = testing.tiny_config(**{
+        'train.lease': 'file', 'train.lease_expiry_s': 30,
+        'train.checkpoint_every': 1, 'train.log_every': 1})
+    with config.unlocked():
+      config.num_train_steps = 2
+    first = os.path.join(workdir, 'checkpoints', 'ckpt-0.index')
+    real_now = lease._now  # pylint: disable=protected-access
+
+    def now():
+      # Once step 0 is saved, the clock jumps past the expiry (a stall),
+      # before the heartbeat's next beat (every 10 s) can tell.
+      return real_now() + (1000 if os.path.exists(first) else 0)
+
+    lost = []
+    with mock.patch.object(lease, '_now', now):
+      with self.assertRaisesRegex(lease.LeaseLostError, 'lost the lease'):
+        train_lib.train_and_evaluate(config, workdir, on_lost=lost.append)
+    names = os.listdir(os.path.join(workdir, 'checkpoints'))
+    self.assertIn('ckpt-0.index', names)
+    self.assertFalse([n for n in names if n.startswith('ckpt-1')], names)
+
+
 class WriteFaultsTest(tf.test.TestCase):
 
   def test_a_read_permission_error_is_not_a_write(self):
