@@ -33,6 +33,7 @@ from bigbigan_tf.evaluation import features as features_lib
 from bigbigan_tf.evaluation import linear_probe as probe_lib
 from bigbigan_tf.evaluation import metrics as metrics_lib
 from bigbigan_tf.evaluation import prdc as prdc_lib
+from bigbigan_tf.evaluation import settings as settings_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tiny config: G at 32x32, E at 64x64, z_dim 16, 4x4 grids; MNIST has
@@ -182,11 +183,20 @@ class EvaluateTest(tf.test.TestCase):
 
   def test_results_json_records_source_settings_and_every_metric(self):
     eval_dir = os.path.join(self.workdir, 'eval')
-    saved = _read_json(os.path.join(eval_dir, 'results_step2.json'))
+    fp = self.result['fingerprint']
+    saved = _read_json(os.path.join(eval_dir, f'results_step2_{fp}.json'))
     self.assertEqual(saved, _read_json(os.path.join(eval_dir,
                                                     'results_latest.json')))
     self.assertEqual(saved['results_file'],
-                     os.path.join(eval_dir, 'results_step2.json'))
+                     os.path.join(eval_dir, f'results_step2_{fp}.json'))
+    # The settings the figures depend on, and their key.
+    self.assertEqual(saved['comparable'], settings_lib.comparable(
+        self.config, metrics=list(evaluate_lib.METRICS),
+        inception_source='classifier_fn', num_samples=NUM_SAMPLES,
+        feature=defaults.PROBE_FEATURE, seed=SEED, probe_epochs=2,
+        digit_classifier_epochs=1, prdc_k=defaults.PRDC_K,
+        standing_stats_batches=defaults.STANDING_STATS_BATCHES))
+    self.assertEqual(fp, settings_lib.fingerprint(saved['comparable']))
     self.assertEqual(saved['step'], 2)
     self.assertEqual(saved['source'], 'checkpoint')
     self.assertEqual(saved['checkpoint'],
@@ -329,6 +339,21 @@ class EvaluateTest(tf.test.TestCase):
     self.assertFalse(
         self.module_result['details']['digit_classifier']['trained_now'])
 
+  def test_a_truncated_digit_classifier_is_trained_again(self):
+    workdir = os.path.join(self.root, 'damaged_classifier')
+    shutil.copytree(self.workdir, workdir)
+    path = os.path.join(workdir, 'eval', evaluate_lib.DIGIT_CLASSIFIER_FILE)
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 3)
+    with self.assertLogs(level='WARNING') as logs:
+      got = evaluate_lib.evaluate(
+          workdir, metrics=['digit_fid'], num_samples=16, batch_size=BATCH,
+          digit_classifier_epochs=1, standing_stats_batches=0)
+    self.assertIn('cannot be read', '\n'.join(logs.output))
+    self.assertTrue(got['details']['digit_classifier']['trained_now'])
+    self.assertIn('digit_fid', got['metrics'])
+    self.assertIsNotNone(evaluate_lib._cached_digit_classifier(path))  # pylint: disable=protected-access
+
   # --------------------------------------------------------------- module
 
   def test_module_evaluation_matches_the_checkpoint(self):
@@ -340,8 +365,10 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(got['step'], 2)
     self.assertEqual(got['settings']['data']['name'], 'mnist')
     self.assertEqual(got['settings']['encoder_resolution'], RES_E)
-    self.assertTrue(os.path.exists(os.path.join(
-        self.module_workdir, 'eval', 'results_step2.json')))
+    self.assertEqual(got['results_file'], os.path.join(
+        self.module_workdir, 'eval',
+        f'results_step2_{got["fingerprint"]}.json'))
+    self.assertTrue(os.path.exists(got['results_file']))
     for name in ('is', 'fid', 'kid', 'digit_fid'):
       self.assertAllClose(got['metrics'][name], self.result['metrics'][name],
                           rtol=1e-3, atol=1e-4, msg=name)
@@ -381,8 +408,7 @@ class EvaluateTest(tf.test.TestCase):
     self.assertIn('--inception', got['errors']['kid'])
     self.assertEqual(got['metrics'], {})
     self.assertTrue(os.path.exists(got['grids']['samples']))
-    saved = _read_json(os.path.join(self.partial_workdir, 'eval',
-                                    'results_step2.json'))
+    saved = _read_json(got['results_file'])
     self.assertEqual(saved['errors'], got['errors'])
     self.assertEqual(saved['grids'], got['grids'])
 
