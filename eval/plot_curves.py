@@ -2,7 +2,8 @@ r"""Plots a run's evaluation curves: python eval/plot_curves.py --workdir=W --ou
 
 Reads W/eval/results_step{N}_{FP}.json of one settings FP (written by
 eval/evaluate.py, its --watch sidecar, or config.eval inside training) and
-draws one panel per metric against the training step, marking the kept best step (W/best/best.json).
+draws one panel per metric against the training step, marking the kept best
+step (W/best/best.json).
 It also prints the curves as a Markdown table (one row per step).
 Matplotlib ships with the requirements (mlxtend depends on it).
 """

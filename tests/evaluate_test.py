@@ -260,8 +260,9 @@ class EvaluateTest(tf.test.TestCase):
 
   def test_grids_follow_the_grid_layout(self):
     paths = self.result['grids']
-    self.assertEqual(paths['samples'], os.path.join(self.workdir, 'eval',
-                                                    'samples_step2.png'))
+    self.assertEqual(paths['samples'], os.path.join(
+        self.workdir, 'eval',
+        f'samples_step2_{self.result["fingerprint"]}.png'))
     samples = np.asarray(Image.open(paths['samples']))
     recon = np.asarray(Image.open(paths['reconstructions']))
     pad = 2

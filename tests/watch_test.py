@@ -157,9 +157,10 @@ class WatchTest(unittest.TestCase):
   def test_offline_auto_drops_what_cannot_run_in_one_line(self):
     from bigbigan_tf.configs import tiny  # pylint: disable=g-import-not-at-top
     with self.assertLogs(level='WARNING') as logs:
-      names, select = watch.plan(tiny.get_config(), None, 'auto',
-                                 inception='/nonexistent/inception')
+      names, select, source = watch.plan(tiny.get_config(), None, 'auto',
+                                         inception='/nonexistent/inception')
     self.assertEqual(select, 'linear_probe')
+    self.assertIsNone(source)  # no metric of this plan uses Inception
     self.assertEqual(names, ['linear_probe', 'grids', 'digit_fid',
                              'recon_accuracy'])
     self.assertEqual(len(logs.output), 1, logs.output)
@@ -256,7 +257,7 @@ class LikeWithLikeTest(unittest.TestCase):
     with self.assertLogs(level='WARNING') as logs:
       watch_once(workdir, one_off, final_step=8)
     lines = [l for l in logs.output if 'under other settings' in l]
-    self.assertLen(lines, 1)
+    self.assertEqual(len(lines), 1, logs.output)
     self.assertNotIn('\n', lines[0])
     self.assertIn('num_samples=16', lines[0])
     self.assertIn('num_samples=200', lines[0])
@@ -550,7 +551,7 @@ class WatchEndToEndTest(unittest.TestCase):
                                         'results_latest.json'))['step'], 2)
     code, out, err = _finish(usage)
     self.assertEqual(code, 2)
-    self.assertLen(_errors(err), 1)
+    self.assertEqual(len(_errors(err)), 1, err[-3000:])
     self.assertIn('--watch', _errors(err)[0])
     self.assertNotIn('Traceback', err)
 
@@ -569,7 +570,7 @@ class WatchEndToEndTest(unittest.TestCase):
     one_off = [n for n in os.listdir(eval_dir)
                if n.startswith(f'results_step{kept["step"]}_')
                and not n.endswith(f'_{fp}.json')]
-    self.assertLen(one_off, 1)
+    self.assertEqual(len(one_off), 1, os.listdir(eval_dir))
     self.assertEqual(_read(os.path.join(eval_dir, one_off[0]))['comparable']
                      ['num_samples'], 32)
     self.assertEqual(_read(watch.results_path(workdir, kept['step'], fp))
@@ -598,7 +599,7 @@ class WatchEndToEndTest(unittest.TestCase):
     code, out, err = _finish(watcher)
     self.assertEqual(code, 2, err[-3000:])
     lines = _errors(err)
-    self.assertLen(lines, 1, err[-3000:])
+    self.assertEqual(len(lines), 1, err[-3000:])
     self.assertIn('died or stopped before its final step 8', lines[0])
     self.assertIn('steps 0, 2, 4', lines[0])
     self.assertIn('Not evaluated: the final step 8.', lines[0])
@@ -638,7 +639,7 @@ class InProcessEvaluationTest(unittest.TestCase):
       evaluation = in_process.InProcessEvaluation(config, workdir, chief=True)
       with self.assertLogs(level='WARNING') as logs:
         self.assertEqual(evaluation(prefix, 2), 0.0)
-    self.assertLen(logs.output, 1)
+    self.assertEqual(len(logs.output), 1, logs.output)
     self.assertIn('In-process evaluation of step 2 skipped (training goes '
                   'on)', logs.output[0])
     self.assertIn('another evaluator', logs.output[0])

@@ -411,7 +411,7 @@ def watch(workdir: str, evaluate_fn: EvaluateFn, *,
           grace_s: float = DEFAULT_GRACE_S,
           on_lost: Optional[Callable[[lease.LeaseLostError], None]] = None,
           alive: Optional[Callable[[], bool]] = None) -> Outcome:
-  """Evaluates new checkpoints until the final step, a timeout or training's end.
+  """Evaluates new checkpoints until the final step, a timeout or the end.
 
   Args:
     workdir: the run's workdir (gs:// ok).
