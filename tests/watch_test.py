@@ -520,9 +520,11 @@ class WatchEndToEndTest(unittest.TestCase):
                    '--checkpoint=best')
 
     def waiting():
-      self.assertIsNone(watcher.poll(), _finish(watcher)[2][-3000:])
       with open(watcher.err_path) as f:
-        return 'Waiting for the trainer' in f.read()
+        log = f.read()
+      if watcher.poll() is not None:
+        self.fail(f'The watcher ended early: {log[-3000:]}')
+      return 'Waiting for the trainer' in log
 
     _wait_until(waiting)
     trainer = _start('train.py', f'--workdir={workdir}', *TINY,
