@@ -48,7 +48,7 @@ def read_results(workdir: str) -> dict:
   if not groups:
     return {}
   best_path = os.path.join(workdir, 'best', 'best.json')
-  kept = ''
+  kept = None  # no best kept: the settings with the most steps
   if tf.io.gfile.exists(best_path):
     with tf.io.gfile.GFile(best_path) as f:
       kept = json.load(f).get('fingerprint') or ''
