@@ -102,7 +102,14 @@ class EvaluateTest(tf.test.TestCase):
     # The command line runs meanwhile, on a copy of the run (its own eval/).
     cls.cli_workdir = os.path.join(cls.root, 'cli_run')
     shutil.copytree(cls.workdir, cls.cli_workdir)
+    # A run whose W/eval is a file: the results cannot be written.
+    cls.blocked_workdir = os.path.join(cls.root, 'blocked_run')
+    shutil.copytree(cls.workdir, cls.blocked_workdir)
+    open(os.path.join(cls.blocked_workdir, 'eval'), 'w').close()
     procs = {
+        'write_fails': _start_cli(f'--workdir={cls.blocked_workdir}',
+                                  '--metrics=grids', '--num_samples=16',
+                                  '--standing_stats_batches=0'),
         'offline': _start_cli(f'--workdir={cls.cli_workdir}',
                               '--metrics=fid', '--num_samples=16'),
         'unknown': _start_cli(f'--workdir={cls.cli_workdir}',
@@ -425,6 +432,14 @@ class EvaluateTest(tf.test.TestCase):
     with self.assertRaisesRegex(evaluate_lib.EvaluationError,
                                 r"Unknown metric name\(s\) \['FID'\]"):
       evaluate_lib.evaluate(self.workdir, metrics=['FID'])
+
+  def test_a_failed_write_is_one_line_without_traceback(self):
+    code, out, err = self.cli['write_fails']
+    self.assertEqual(code, 2, err[-3000:])
+    lines = [l for l in err.splitlines() if l.startswith('error:')]
+    self.assertEqual(len(lines), 1, err[-3000:])
+    self.assertIn('eval', lines[0])
+    self.assertNotIn('Traceback', err + out)
 
   def test_quick_probe_prints_each_checkpoints_errors(self):
     code, out, err = self.cli['quick_probe']
