@@ -486,3 +486,22 @@ def _remove_quietly(path: Optional[str]) -> None:
     except _IO_ERRORS as e:
       logging.warning('Could not remove %s (%s); it expires by itself.',
                       path, e)
+
+
+def holder_of(directory: str, *, mode: str = 'auto',
+              expiry_s: float = 300.0) -> Optional[dict]:
+  """The live holder's info of `directory`'s lease, or None; creates nothing.
+
+  Lock mode only (a shared non-blocking probe of the OS lock on
+  DIR/lease.json); 'file' mode and gs:// answer None here.
+  """
+  del expiry_s  # file mode's; not read in lock mode
+  if resolve_mode(directory, mode)[0] != 'lock':
+    return None
+  try:
+    _probe_lock(directory, {}, 'training run')
+  except LeaseHeldError:
+    return _read(os.path.join(directory, LEASE_FILENAME)) or {}
+  except _NoLocks:
+    return None
+  return None

@@ -7,14 +7,18 @@ r"""Evaluates a training run: python eval/evaluate.py --workdir=W [flags].
 
 By default G and E are the EMA networks of W's latest checkpoint; with
 --module, an exported SavedModel (export.py, or a BigBiGAN TF Hub module).
-Results: W/eval/results_step{STEP}.json (and results_latest.json), TensorBoard
-summaries and PNG grids under W/eval/. See
-bigbigan_tf/evaluation/evaluate_lib.py.
+Results: W/eval/results_step{STEP}_{FP}.json (FP: a fingerprint of the
+settings the figures depend on; results_latest.json: the newest step's),
+TensorBoard summaries and PNG grids under W/eval/. See
+bigbigan_tf/evaluation/evaluate_lib.py, and docs/watching.md for --watch.
 
-Exit status: 0 when every requested metric was computed; 2 when some could not
-be (e.g. no Inception weights offline: pass --inception=PATH; the others are
-still computed and written, the failures listed under "errors") or the
-arguments are wrong (unknown metric, no workdir / checkpoint, bad module).
+Exit status: 0 when every requested metric was computed (--watch: when the
+run's final step was evaluated); 2 when some could not be (e.g. no Inception
+weights offline: pass --inception=PATH; the others are still computed and
+written, the failures listed under "errors"), the arguments are wrong
+(unknown metric, no workdir / checkpoint, bad module), on any other error
+(one line, no traceback), or when --watch ends without the final step (a
+timeout, training that stopped short, a workdir that never appeared).
 """
 
 import json
@@ -88,8 +92,12 @@ _WATCH = flags.DEFINE_bool(
     'WORKDIR/best/ (docs/watching.md); one watcher per workdir (a second is '
     'refused, exit 2); exits 0 once a readable checkpoint of the final step '
     '(config.num_train_steps) and every checkpoint it holds are evaluated, '
-    'or after --timeout_s without a new checkpoint. Metrics that cannot be '
-    'computed here are named in the log and dropped.')
+    'exit 2 with one line after --timeout_s without a new checkpoint, or '
+    'when training stopped short of it (--grace_s). It may start before the '
+    'run: it waits up to --timeout_s for WORKDIR/config.json. Metrics that '
+    'cannot be computed here are named in the log and dropped. Results are '
+    'keyed by their settings, and W/best compares only results of one '
+    'settings.')
 _SELECT = flags.DEFINE_string(
     'select', 'auto', 'With --watch: metric choosing WORKDIR/best/ (fid, kid, '
     'digit_fid: lower is better; is, recon_accuracy, linear_probe: higher); '
@@ -99,6 +107,11 @@ _SELECT = flags.DEFINE_string(
 _TIMEOUT_S = flags.DEFINE_float(
     'timeout_s', 3600.0, 'With --watch: stop after this many seconds '
     'without a new checkpoint.', lower_bound=0)
+_GRACE_S = flags.DEFINE_float(
+    'grace_s', 300.0, 'With --watch: once training has run, exit 2 when no '
+    'live trainer holds WORKDIR\'s lease and no new checkpoint came for this '
+    'long before the final step (time enough to restart a trainer).',
+    lower_bound=0)
 _MAX_HELD = flags.DEFINE_integer(
     'max_held', 10, 'With --watch: each checkpoint is held (hard-linked, '
     'copied on gs://) in WORKDIR/eval/held-STEP/ as soon as it is seen, so '
@@ -113,22 +126,31 @@ _NICE = flags.DEFINE_integer(
     '(os.nice) so the trainer goes first.', lower_bound=0)
 
 
-def _wait_for_config(workdir):
-  """A workdir the trainer has just created: wait for its config.json.
+def _wait_for_config(workdir) -> bool:
+  """A run not started yet: wait for W/config.json up to --timeout_s.
 
-  A missing workdir stays an error (load_config's, exit 2); one without
-  config.json yet is waited for up to --timeout_s, so both terminals of the
-  README's recipe can start at once.
+  The workdir itself may not exist yet, so both terminals of the README's
+  recipe can start in any order. Returns whether config.json is there.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, config_lib.CONFIG_FILENAME)
-  if not tf.io.gfile.isdir(workdir) or tf.io.gfile.exists(path):
-    return
+  if tf.io.gfile.exists(path):
+    return True
   logging.info('Waiting for the trainer to write %s ...', path)
   deadline = time.time() + _TIMEOUT_S.value
-  while not tf.io.gfile.exists(path) and time.time() < deadline:
-    time.sleep(2)
+  while not tf.io.gfile.exists(path):
+    if time.time() >= deadline:
+      return False
+    time.sleep(min(2.0, max(deadline - time.time(), 0.0)))
+  return True
+
+
+def _exit_on_lost(error):
+  """The evaluator's lease was lost (stalled past its expiry): stop now."""
+  print(f'error: the watcher lost its lease on W/eval and stops writing: '
+        f'{str(error).splitlines()[0]}', file=sys.stderr, flush=True)
+  os._exit(2)  # pylint: disable=protected-access
 
 
 def _watch(evaluate_kwargs, metrics):
@@ -137,10 +159,15 @@ def _watch(evaluate_kwargs, metrics):
   from bigbigan_tf import checkpoints
   from bigbigan_tf.evaluation import evaluate_lib
   from bigbigan_tf.evaluation import watch
+  from bigbigan_tf.evaluation import settings as settings_lib
   # pylint: enable=g-import-not-at-top
   workdir = _WORKDIR.value
   checkpoints.check_workdir_is_directory(workdir)
-  _wait_for_config(workdir)
+  if not _wait_for_config(workdir):
+    print(f'error: {workdir}/config.json did not appear within '
+          f'--timeout_s={_TIMEOUT_S.value:g} s (no run started there); '
+          'nothing evaluated.', file=sys.stderr)
+    sys.exit(2)
   config = checkpoints.load_config(workdir)
   with watch.evaluator_lease(workdir, config):
     pass  # a second watcher is refused now, before Inception is loaded
@@ -152,20 +179,31 @@ def _watch(evaluate_kwargs, metrics):
   logging.info('Watching with num_samples=%d%s.',
                evaluate_kwargs['num_samples'],
                '' if _NUM_SAMPLES.present else ' (config.eval.num_samples)')
-  names, select = watch.plan(config, metrics.split(',') if metrics else None,
-                             _SELECT.value, inception=_INCEPTION.value)
+  names, select, inception_source = watch.plan(
+      config, metrics.split(',') if metrics else None, _SELECT.value,
+      inception=_INCEPTION.value)
+  settings = settings_lib.comparable(
+      config, metrics=names, inception_source=inception_source,
+      **{k: evaluate_kwargs[k] for k in settings_lib.ARGUMENTS})
+  logging.info('Settings %s: %s.', settings_lib.fingerprint(settings),
+               settings_lib.describe(settings))
 
-  def evaluate_fn(path, checkpoint):
+  def evaluate_fn(path, checkpoint, before_write=None):
     return evaluate_lib.evaluate(workdir, metrics=names, checkpoint=path,
                                  reported_checkpoint=checkpoint,
-                                 **evaluate_kwargs)
+                                 before_write=before_write, **evaluate_kwargs)
 
-  message = watch.watch(workdir, evaluate_fn,
+  outcome = watch.watch(workdir, evaluate_fn,
                         final_step=lambda: int(
                             checkpoints.load_config(workdir).num_train_steps),
                         select=select, timeout_s=_TIMEOUT_S.value,
-                        max_held=_MAX_HELD.value, config=config)
-  print(message)
+                        max_held=_MAX_HELD.value, config=config,
+                        settings=settings, grace_s=_GRACE_S.value,
+                        on_lost=_exit_on_lost)
+  if not outcome.complete:
+    print(f'error: {outcome.message}', file=sys.stderr)
+    sys.exit(2)
+  print(outcome.message)
 
 
 def main(argv):
@@ -178,10 +216,17 @@ def main(argv):
   from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import lease  # pylint: disable=g-import-not-at-top
   from bigbigan_tf import tfgan_compat  # pylint: disable=g-import-not-at-top
+  from bigbigan_tf import write_faults  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import best  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
   from bigbigan_tf.evaluation import features  # pylint: disable=g-import-not-at-top
+  from tensorflow import errors as tf_errors  # pylint: disable=g-import-not-at-top
 
+  if _WATCH.value and (_CHECKPOINT.value or _MODULE.value):
+    print('error: --watch follows the run\'s own checkpoints; drop '
+          f'--checkpoint={_CHECKPOINT.value} / --module={_MODULE.value}, or '
+          'drop --watch to evaluate that one.', file=sys.stderr)
+    sys.exit(2)
   metrics = None if _METRICS.value == 'auto' else _METRICS.value
   threads = _THREADS.value or (1 if _WATCH.value else 0)
   if threads:
@@ -210,11 +255,14 @@ def main(argv):
   except (evaluate_lib.EvaluationError, features.ModuleLoadError,
           FileNotFoundError, config_lib.ConfigError,
           data_lib.DataError, checkpoints.UnreadableCheckpointError,
-          checkpoints.WorkdirError, hardware.HardwareError,
-          best.SelectError, lease.LeaseHeldError,
-          tfgan_compat.MissingDependencyError) as e:
-    logging.error('%s: %s', type(e).__name__, e)
-    print(f'error: {e}', file=sys.stderr)
+          checkpoints.WorkdirError, checkpoints.IncompleteCheckpointError,
+          hardware.HardwareError, best.SelectError, lease.LeaseError,
+          write_faults.WriteFailed, tfgan_compat.MissingDependencyError,
+          OSError, tf_errors.OpError) as e:
+    # One line: the first of the message (TensorFlow's can run to pages).
+    line = str(e).strip().split('\n')[0] or type(e).__name__
+    logging.error('%s: %s', type(e).__name__, line)
+    print(f'error: {line}', file=sys.stderr)
     sys.exit(2)
   if result['metrics']:
     print(json.dumps(result['metrics'], indent=2, sort_keys=True))

@@ -1,8 +1,9 @@
 r"""Plots a run's evaluation curves: python eval/plot_curves.py --workdir=W --out=P.png
 
-Reads W/eval/results_step{N}.json (written by eval/evaluate.py, its --watch
-sidecar, or config.eval inside training) and draws one panel per metric
-against the training step, marking the kept best step (W/best/best.json).
+Reads W/eval/results_step{N}_{FP}.json of one settings FP (written by
+eval/evaluate.py, its --watch sidecar, or config.eval inside training) and
+draws one panel per metric against the training step, marking the kept best
+step (W/best/best.json).
 It also prints the curves as a Markdown table (one row per step).
 Matplotlib ships with the requirements (mlxtend depends on it).
 """
@@ -28,17 +29,35 @@ _AS_ERROR = {'linear_probe/top1': 'linear-probe top-1 error'}
 
 
 def read_results(workdir: str) -> dict:
-  """{step: metrics} from W/eval/results_step*.json."""
+  """{step: metrics} from W/eval/results_step{N}_{FP}.json.
+
+  Results with other settings (another fingerprint FP) are other curves:
+  the settings of the kept best are drawn, else those with the most steps
+  (FP '' = the un-keyed files of older evaluators).
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  out = {}
-  pattern = re.compile(r'results_step(\d+)\.json$')
+  groups = {}
+  pattern = re.compile(r'results_step(\d+)(?:_([0-9a-f]+))?\.json$')
   for path in tf.io.gfile.glob(os.path.join(workdir, 'eval',
                                             'results_step*.json')):
     match = pattern.search(path)
     if match:
       with tf.io.gfile.GFile(path) as f:
-        out[int(match.group(1))] = json.load(f).get('metrics', {})
-  return dict(sorted(out.items()))
+        groups.setdefault(match.group(2) or '', {})[int(match.group(1))] = (
+            json.load(f).get('metrics', {}))
+  if not groups:
+    return {}
+  best_path = os.path.join(workdir, 'best', 'best.json')
+  kept = None  # no best kept: the settings with the most steps
+  if tf.io.gfile.exists(best_path):
+    with tf.io.gfile.GFile(best_path) as f:
+      kept = json.load(f).get('fingerprint') or ''
+  chosen = kept if kept in groups else max(groups, key=lambda g: len(groups[g]))
+  if len(groups) > 1:
+    print(f'Drawing the results of settings {chosen or "unknown"} '
+          f'({len(groups) - 1} other setting(s) in {workdir}/eval).',
+          file=sys.stderr)
+  return dict(sorted(groups[chosen].items()))
 
 
 def _shown(key: str, value: float) -> str:

@@ -20,6 +20,7 @@ import tensorflow as tf
 from bigbigan_tf import checkpoints
 from bigbigan_tf.evaluation import best
 from bigbigan_tf.evaluation import ledger
+from bigbigan_tf.evaluation import settings as settings_lib
 from bigbigan_tf.evaluation import watch
 
 # The lease as the trainer's would be on a local disk.
@@ -51,8 +52,11 @@ def delete_checkpoints(workdir):
 
 
 def watch_once(workdir, evaluator, **kwargs):
+  """One watch with test timings; its Outcome (complete, message)."""
   kwargs = dict(dict(final_step=100, select='fid', timeout_s=0.3,
-                     poll_s=0.05, config=CONFIG), **kwargs)
+                     poll_s=0.05, config=CONFIG,
+                     settings=getattr(evaluator, 'settings', None)),
+                **kwargs)
   return watch.watch(workdir, evaluator, **kwargs)
 
 
@@ -62,23 +66,31 @@ def kept_content(workdir):
 
 
 class FakeEvaluator:
-  """Writes results_step{N}.json like evaluate_lib, with metric = f(step)."""
+  """Writes results_step{N}_{FP}.json like evaluate_lib, metric = f(step).
 
-  def __init__(self, workdir, metric):
+  `settings` (None: the un-keyed files of unknown settings) are recorded in
+  the result and key its file, as evaluate_lib's.
+  """
+
+  def __init__(self, workdir, metric, settings=None):
     self.workdir, self.metric, self.steps = workdir, metric, []
-    self.paths = []
+    self.paths, self.settings = [], settings
 
-  def __call__(self, path, checkpoint=None):
+  def __call__(self, path, checkpoint=None, before_write=None):
     step = int(path.rsplit('-', 1)[1])
     with open(path + '.index') as f:
       if f.read() == 'stub':
         raise checkpoints.UnreadableCheckpointError(f'{path}: a stub')
     self.steps.append(step)
     self.paths.append((path, checkpoint))
+    fp = settings_lib.fingerprint(self.settings)
     result = {'step': step, 'metrics': {'fid': self.metric(step),
-                                        'recon_accuracy': 0.5}}
+                                        'recon_accuracy': 0.5},
+              'comparable': self.settings, 'fingerprint': fp}
+    if before_write is not None:
+      before_write()
     os.makedirs(os.path.join(self.workdir, 'eval'), exist_ok=True)
-    with open(watch.results_path(self.workdir, step), 'w') as f:
+    with open(watch.results_path(self.workdir, step, fp), 'w') as f:
       json.dump(result, f)
     return result
 
@@ -157,6 +169,33 @@ class BestTest(unittest.TestCase):
     self.assertEqual(best.read_best(workdir)['step'], 2)  # 9 > 3
     self.assertEqual(sorted(os.listdir(legacy)), ['best.json', 'ckpt-2'])
     self.assertEqual(kept_content(workdir), 'step 2')
+    self.assertFalse([n for n in os.listdir(workdir) if n.startswith('best.')])
+
+
+  def test_the_only_copy_an_older_writer_left_mid_swap_is_kept(self):
+    workdir = tempfile.mkdtemp()
+
+    def legacy_best(name, step, value):
+      directory = os.path.join(workdir, name)
+      os.makedirs(directory)
+      for suffix in ('.index', '.data-00000-of-00001'):
+        with open(os.path.join(directory, f'ckpt-{step}{suffix}'), 'w') as f:
+          f.write(f'step {step}')
+      with open(os.path.join(directory, 'best.json'), 'w') as f:
+        json.dump({'step': step, 'metric': 'fid', 'value': value,
+                   'metrics': {'fid': value}, 'prefix': f'ckpt-{step}'}, f)
+
+    # Killed after renaming W/best to W/best.old: no W/best, no results.
+    legacy_best('best.old', 2, 5.0)
+    self.assertEqual(best.clean(workdir), [])  # the only copy stays
+    self.assertTrue(os.path.isdir(os.path.join(workdir, 'best.old')))
+    # ... and before renaming its whole new copy W/best.tmp-4 in.
+    legacy_best('best.tmp-4', 4, 3.0)
+    make_checkpoint(workdir, 6)
+    watch_once(workdir, FakeEvaluator(workdir, lambda s: 9.0))
+    self.assertEqual(best.read_best(workdir)['step'], 4)
+    self.assertEqual(kept_content(workdir), 'step 4')
+    # Kept in W/best first, only then the leftovers went.
     self.assertFalse([n for n in os.listdir(workdir) if n.startswith('best.')])
 
 

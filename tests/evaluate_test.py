@@ -33,6 +33,7 @@ from bigbigan_tf.evaluation import features as features_lib
 from bigbigan_tf.evaluation import linear_probe as probe_lib
 from bigbigan_tf.evaluation import metrics as metrics_lib
 from bigbigan_tf.evaluation import prdc as prdc_lib
+from bigbigan_tf.evaluation import settings as settings_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tiny config: G at 32x32, E at 64x64, z_dim 16, 4x4 grids; MNIST has
@@ -101,7 +102,14 @@ class EvaluateTest(tf.test.TestCase):
     # The command line runs meanwhile, on a copy of the run (its own eval/).
     cls.cli_workdir = os.path.join(cls.root, 'cli_run')
     shutil.copytree(cls.workdir, cls.cli_workdir)
+    # A run whose W/eval is a file: the results cannot be written.
+    cls.blocked_workdir = os.path.join(cls.root, 'blocked_run')
+    shutil.copytree(cls.workdir, cls.blocked_workdir)
+    open(os.path.join(cls.blocked_workdir, 'eval'), 'w').close()
     procs = {
+        'write_fails': _start_cli(f'--workdir={cls.blocked_workdir}',
+                                  '--metrics=grids', '--num_samples=16',
+                                  '--standing_stats_batches=0'),
         'offline': _start_cli(f'--workdir={cls.cli_workdir}',
                               '--metrics=fid', '--num_samples=16'),
         'unknown': _start_cli(f'--workdir={cls.cli_workdir}',
@@ -182,11 +190,20 @@ class EvaluateTest(tf.test.TestCase):
 
   def test_results_json_records_source_settings_and_every_metric(self):
     eval_dir = os.path.join(self.workdir, 'eval')
-    saved = _read_json(os.path.join(eval_dir, 'results_step2.json'))
+    fp = self.result['fingerprint']
+    saved = _read_json(os.path.join(eval_dir, f'results_step2_{fp}.json'))
     self.assertEqual(saved, _read_json(os.path.join(eval_dir,
                                                     'results_latest.json')))
     self.assertEqual(saved['results_file'],
-                     os.path.join(eval_dir, 'results_step2.json'))
+                     os.path.join(eval_dir, f'results_step2_{fp}.json'))
+    # The settings the figures depend on, and their key.
+    self.assertEqual(saved['comparable'], settings_lib.comparable(
+        self.config, metrics=list(evaluate_lib.METRICS),
+        inception_source='classifier_fn', num_samples=NUM_SAMPLES,
+        feature=defaults.PROBE_FEATURE, seed=SEED, probe_epochs=2,
+        digit_classifier_epochs=1, prdc_k=defaults.PRDC_K,
+        standing_stats_batches=defaults.STANDING_STATS_BATCHES))
+    self.assertEqual(fp, settings_lib.fingerprint(saved['comparable']))
     self.assertEqual(saved['step'], 2)
     self.assertEqual(saved['source'], 'checkpoint')
     self.assertEqual(saved['checkpoint'],
@@ -250,8 +267,9 @@ class EvaluateTest(tf.test.TestCase):
 
   def test_grids_follow_the_grid_layout(self):
     paths = self.result['grids']
-    self.assertEqual(paths['samples'], os.path.join(self.workdir, 'eval',
-                                                    'samples_step2.png'))
+    self.assertEqual(paths['samples'], os.path.join(
+        self.workdir, 'eval',
+        f'samples_step2_{self.result["fingerprint"]}.png'))
     samples = np.asarray(Image.open(paths['samples']))
     recon = np.asarray(Image.open(paths['reconstructions']))
     pad = 2
@@ -329,6 +347,21 @@ class EvaluateTest(tf.test.TestCase):
     self.assertFalse(
         self.module_result['details']['digit_classifier']['trained_now'])
 
+  def test_a_truncated_digit_classifier_is_trained_again(self):
+    workdir = os.path.join(self.root, 'damaged_classifier')
+    shutil.copytree(self.workdir, workdir)
+    path = os.path.join(workdir, 'eval', evaluate_lib.DIGIT_CLASSIFIER_FILE)
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 3)
+    with self.assertLogs(level='WARNING') as logs:
+      got = evaluate_lib.evaluate(
+          workdir, metrics=['digit_fid'], num_samples=16, batch_size=BATCH,
+          digit_classifier_epochs=1, standing_stats_batches=0)
+    self.assertIn('cannot be read', '\n'.join(logs.output))
+    self.assertTrue(got['details']['digit_classifier']['trained_now'])
+    self.assertIn('digit_fid', got['metrics'])
+    self.assertIsNotNone(evaluate_lib._cached_digit_classifier(path))  # pylint: disable=protected-access
+
   # --------------------------------------------------------------- module
 
   def test_module_evaluation_matches_the_checkpoint(self):
@@ -340,8 +373,10 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(got['step'], 2)
     self.assertEqual(got['settings']['data']['name'], 'mnist')
     self.assertEqual(got['settings']['encoder_resolution'], RES_E)
-    self.assertTrue(os.path.exists(os.path.join(
-        self.module_workdir, 'eval', 'results_step2.json')))
+    self.assertEqual(got['results_file'], os.path.join(
+        self.module_workdir, 'eval',
+        f'results_step2_{got["fingerprint"]}.json'))
+    self.assertTrue(os.path.exists(got['results_file']))
     for name in ('is', 'fid', 'kid', 'digit_fid'):
       self.assertAllClose(got['metrics'][name], self.result['metrics'][name],
                           rtol=1e-3, atol=1e-4, msg=name)
@@ -381,8 +416,7 @@ class EvaluateTest(tf.test.TestCase):
     self.assertIn('--inception', got['errors']['kid'])
     self.assertEqual(got['metrics'], {})
     self.assertTrue(os.path.exists(got['grids']['samples']))
-    saved = _read_json(os.path.join(self.partial_workdir, 'eval',
-                                    'results_step2.json'))
+    saved = _read_json(got['results_file'])
     self.assertEqual(saved['errors'], got['errors'])
     self.assertEqual(saved['grids'], got['grids'])
 
@@ -398,6 +432,14 @@ class EvaluateTest(tf.test.TestCase):
     with self.assertRaisesRegex(evaluate_lib.EvaluationError,
                                 r"Unknown metric name\(s\) \['FID'\]"):
       evaluate_lib.evaluate(self.workdir, metrics=['FID'])
+
+  def test_a_failed_write_is_one_line_without_traceback(self):
+    code, out, err = self.cli['write_fails']
+    self.assertEqual(code, 2, err[-3000:])
+    lines = [l for l in err.splitlines() if l.startswith('error:')]
+    self.assertEqual(len(lines), 1, err[-3000:])
+    self.assertIn('eval', lines[0])
+    self.assertNotIn('Traceback', err + out)
 
   def test_quick_probe_prints_each_checkpoints_errors(self):
     code, out, err = self.cli['quick_probe']

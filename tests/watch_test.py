@@ -6,13 +6,17 @@ best-checkpoint protocol is tested), so the rules are tested without
 training noise; the real evaluation library runs in evaluate_test.py.
 """
 
+import glob
+import json
 import math
 import os
 import tempfile
+import time
 import unittest
 
 import pytest
 
+from best_test import CONFIG
 from best_test import delete_checkpoints
 from best_test import FakeEvaluator
 from best_test import kept_content
@@ -22,6 +26,8 @@ from bigbigan_tf import lease
 from bigbigan_tf.evaluation import best
 from bigbigan_tf.evaluation import in_process
 from bigbigan_tf.evaluation import ledger
+from bigbigan_tf.evaluation import metric_plan
+from bigbigan_tf.evaluation import settings as settings_lib
 from bigbigan_tf.evaluation import watch
 
 
@@ -32,9 +38,10 @@ class WatchTest(unittest.TestCase):
     for step in (2, 4, 6):
       make_checkpoint(workdir, step)
     evaluator = FakeEvaluator(workdir, lambda s: 10.0 - s)
-    message = watch_once(workdir, evaluator, final_step=6, timeout_s=5)
+    outcome = watch_once(workdir, evaluator, final_step=6, timeout_s=5)
     self.assertEqual(evaluator.steps, [6, 4, 2])
-    self.assertIn('final step 6', message)
+    self.assertIn('final step 6', outcome.message)
+    self.assertTrue(outcome.complete)
     self.assertEqual(best.read_best(workdir)['step'], 6)
 
   def test_held_checkpoints_survive_deletion_and_restarts(self):
@@ -42,13 +49,14 @@ class WatchTest(unittest.TestCase):
     originals = [make_checkpoint(workdir, step) for step in (2, 4)]
     evaluator = FakeEvaluator(workdir, lambda s: float(s))
 
-    def evaluator_racing_the_manager(path, checkpoint):
+    def evaluator_racing_the_manager(path, checkpoint, before_write=None):
       # While step 4 is evaluated, the manager deletes both checkpoints.
       delete_checkpoints(workdir)
-      return evaluator(path, checkpoint)
+      return evaluator(path, checkpoint, before_write)
 
-    message = watch_once(workdir, evaluator_racing_the_manager)
-    self.assertIn('No new checkpoint', message)
+    outcome = watch_once(workdir, evaluator_racing_the_manager)
+    self.assertIn('No new checkpoint', outcome.message)
+    self.assertFalse(outcome.complete)
     # Both evaluated from the held copies, named by the originals.
     self.assertEqual(evaluator.steps, [4, 2])
     self.assertEqual([c for _, c in evaluator.paths], originals[::-1])
@@ -106,15 +114,16 @@ class WatchTest(unittest.TestCase):
     make_checkpoint(workdir, 2)
     stub = make_checkpoint(workdir, 4, content='stub')  # a failed save
     evaluator = FakeEvaluator(workdir, lambda s: 10.0 - s)
-    message = watch_once(workdir, evaluator, final_step=4)
+    outcome = watch_once(workdir, evaluator, final_step=4)
     # A skipped final step is not "done": the watcher waited for it.
-    self.assertIn('No new checkpoint', message)
+    self.assertIn('No new checkpoint', outcome.message)
+    self.assertFalse(outcome.complete)
     self.assertEqual(evaluator.steps, [2])
     # The trainer resumes and saves step 4 again (a later mtime).
     make_checkpoint(workdir, 4)
     os.utime(stub + '.index', (1e9, 2e9))
-    message = watch_once(workdir, evaluator, final_step=4, timeout_s=5)
-    self.assertIn('final step 4 is evaluated', message)
+    outcome = watch_once(workdir, evaluator, final_step=4, timeout_s=5)
+    self.assertIn('final step 4 is evaluated', outcome.message)
     self.assertEqual(evaluator.steps, [2, 4])
     self.assertEqual(best.read_best(workdir)['step'], 4)
     # Saved again once more, better: evaluated again, and kept again.
@@ -137,30 +146,21 @@ class WatchTest(unittest.TestCase):
     self.assertEqual(best.read_best(workdir)['step'], 2)
 
   def test_a_second_evaluator_is_refused_naming_the_holder(self):
-    from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
-    from bigbigan_tf.configs import tiny  # pylint: disable=g-import-not-at-top
     workdir = tempfile.mkdtemp()
     make_checkpoint(workdir, 2)
-    config = tiny.get_config()
-    with config.unlocked():
-      config.eval.every_steps = 2
-      config.eval.metrics = 'recon_accuracy'
-    config_lib.save(config, workdir)
-    with watch.evaluator_lease(workdir):  # the first watcher
+    with watch.evaluator_lease(workdir, CONFIG):  # the first watcher
       with self.assertRaisesRegex(lease.LeaseHeldError,
                                   f'another evaluator .pid {os.getpid()}'):
         watch_once(workdir, FakeEvaluator(workdir, float))
-      # A trainer's in-process evaluation is refused as it starts.
-      with self.assertRaisesRegex(lease.LeaseHeldError, 'another evaluator'):
-        in_process.InProcessEvaluation(config, workdir, chief=True)
     self.assertFalse(os.path.exists(watch.results_path(workdir, 2)))
 
   def test_offline_auto_drops_what_cannot_run_in_one_line(self):
     from bigbigan_tf.configs import tiny  # pylint: disable=g-import-not-at-top
     with self.assertLogs(level='WARNING') as logs:
-      names, select = watch.plan(tiny.get_config(), None, 'auto',
-                                 inception='/nonexistent/inception')
+      names, select, source = watch.plan(tiny.get_config(), None, 'auto',
+                                         inception='/nonexistent/inception')
     self.assertEqual(select, 'linear_probe')
+    self.assertIsNone(source)  # no metric of this plan uses Inception
     self.assertEqual(names, ['linear_probe', 'grids', 'digit_fid',
                              'recon_accuracy'])
     self.assertEqual(len(logs.output), 1, logs.output)
@@ -174,6 +174,273 @@ class WatchTest(unittest.TestCase):
     with self.assertRaisesRegex(Exception, 'None of the metrics.*fid'):
       watch.plan(tiny.get_config(), ['fid'], 'auto',
                  inception='/nonexistent/inception')
+
+
+def _settings(num_samples, **overrides):
+  """Comparable settings of a test evaluation (the tiny config's data)."""
+  from bigbigan_tf.configs import tiny  # pylint: disable=g-import-not-at-top
+  config = overrides.pop('config', None) or tiny.get_config()
+  kwargs = dict(metrics=['fid'], inception_source='/inception',
+                num_samples=num_samples, feature='avepool_feat', seed=0,
+                probe_epochs=1, digit_classifier_epochs=1, prdc_k=3,
+                standing_stats_batches=0)
+  kwargs.update(overrides)
+  return settings_lib.comparable(config, **kwargs)
+
+
+def _read(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+class LikeWithLikeTest(unittest.TestCase):
+  """Results are keyed by their settings; W/best compares one settings."""
+
+  def test_fingerprint_is_stable_and_tells_settings_apart(self):
+    from bigbigan_tf.configs import tiny  # pylint: disable=g-import-not-at-top
+    fp = settings_lib.fingerprint
+    sixteen = fp(_settings(16))
+    self.assertRegex(sixteen, r'^[0-9a-f]{8}$')
+    self.assertEqual(sixteen, fp(_settings(16)))
+    self.assertIsNone(fp(None))
+    self.assertEqual(fp(_settings(16, metrics=['fid', 'kid'])),
+                     fp(_settings(16, metrics=['kid', 'fid'])))
+    other_split = tiny.get_config()
+    with other_split.unlocked():
+      other_split.data.eval_split = 'train'
+    others = [_settings(200), _settings(16, seed=1),
+              _settings(16, feature='z_mean'),
+              _settings(16, inception_source=None),
+              _settings(16, inception_source='classifier_fn'),
+              _settings(16, metrics=['fid', 'kid']),
+              _settings(16, standing_stats_batches=10),
+              _settings(16, probe_epochs=2),
+              _settings(16, config=other_split)]
+    self.assertNotIn(sixteen, [fp(s) for s in others])
+    self.assertEqual(len({fp(s) for s in others}), len(others))
+
+  def test_watcher_one_off_and_restart_never_compare_across_settings(self):
+    """The issue's sequence: a watcher at 16 samples, a one-off evaluation
+    of the best at 200, the watcher restarted; then one at 200."""
+    workdir = tempfile.mkdtemp()
+    for step in (2, 4, 6):
+      make_checkpoint(workdir, step)
+    sixteen, two_hundred = _settings(16), _settings(200)
+    fp16 = settings_lib.fingerprint(sixteen)
+    fp200 = settings_lib.fingerprint(two_hundred)
+    watcher = FakeEvaluator(workdir, {2: 5.0, 4: 3.0, 6: 4.0, 8: 3.5}.get,
+                            sixteen)
+    watch_once(workdir, watcher, final_step=6)
+    kept = best.read_best(workdir)
+    self.assertEqual((kept['step'], kept['value']), (4, 3.0))
+    self.assertEqual((kept['fingerprint'], kept['settings']), (fp16, sixteen))
+    # The one-off at 200 samples: much lower figures, its own files.
+    one_off = FakeEvaluator(workdir, {2: 1.0, 4: 2.0, 6: 2.5, 8: 2.2}.get,
+                            two_hundred)
+    one_off(best.best_checkpoint(workdir))
+    one_off(os.path.join(workdir, 'checkpoints', 'ckpt-2'))
+    for step, fp, value, samples in ((4, fp16, 3.0, 16), (4, fp200, 2.0, 200),
+                                     (2, fp16, 5.0, 16), (2, fp200, 1.0, 200)):
+      saved = _read(watch.results_path(workdir, step, fp))
+      self.assertEqual(saved['metrics']['fid'], value)
+      self.assertEqual(saved['comparable']['num_samples'], samples)
+    # The watcher restarted at 16 (and a new checkpoint): 200's 1.0 is
+    # never compared with its figures.
+    make_checkpoint(workdir, 8)
+    watch_once(workdir, watcher, final_step=8)
+    self.assertEqual(watcher.steps, [6, 4, 2, 8])
+    kept = best.read_best(workdir)
+    self.assertEqual((kept['step'], kept['value'], kept['fingerprint']),
+                     (4, 3.0, fp16))
+    # A watcher at 200 says so in one line, takes the kept best's figure at
+    # 200 (the one-off's) and selects among 200's figures only.
+    with self.assertLogs(level='WARNING') as logs:
+      watch_once(workdir, one_off, final_step=8)
+    lines = [l for l in logs.output if 'under other settings' in l]
+    self.assertEqual(len(lines), 1, logs.output)
+    self.assertNotIn('\n', lines[0])
+    self.assertIn('num_samples=16', lines[0])
+    self.assertIn('num_samples=200', lines[0])
+    self.assertEqual(one_off.steps[2:], [8, 6])  # 4 and 2 done already
+    kept = best.read_best(workdir)
+    self.assertEqual((kept['step'], kept['value'], kept['fingerprint']),
+                     (2, 1.0, fp200))
+    self.assertEqual(kept_content(workdir), 'step 2')
+
+  def test_a_kept_best_of_other_settings_is_evaluated_again_first(self):
+    workdir = tempfile.mkdtemp()
+    for step in (2, 4):
+      make_checkpoint(workdir, step)
+    # Un-keyed results and pointer: an older watcher's, unknown settings.
+    old = FakeEvaluator(workdir, {2: 5.0, 4: 3.0}.get)
+    watch_once(workdir, old, final_step=4)
+    self.assertTrue(os.path.exists(watch.results_path(workdir, 4)))
+    self.assertIsNone(best.read_best(workdir)['fingerprint'])
+    delete_checkpoints(workdir)  # only the kept copy of step 4 is left
+    make_checkpoint(workdir, 6)
+    new = FakeEvaluator(workdir, {4: 7.0, 6: 8.0}.get, _settings(16))
+    watch_once(workdir, new, final_step=6)
+    # Step 4 evaluated again from W/best under the new settings, then
+    # compared with step 6 under the same settings.
+    self.assertEqual(new.steps, [4, 6])
+    self.assertTrue(new.paths[0][0].startswith(os.path.join(workdir,
+                                                            'best')))
+    kept = best.read_best(workdir)
+    self.assertEqual((kept['step'], kept['value']), (4, 7.0))
+    self.assertEqual(kept['fingerprint'],
+                     settings_lib.fingerprint(_settings(16)))
+    self.assertEqual(_read(watch.results_path(workdir, 4))['metrics']['fid'],
+                     3.0)  # the old figures stay, apart
+
+
+class HonestExitTest(unittest.TestCase):
+  """complete only when the final step was evaluated."""
+
+  def test_training_that_died_ends_incomplete_naming_what_is_missing(self):
+    workdir = tempfile.mkdtemp()
+    make_checkpoint(workdir, 2)
+    start = time.time()
+    outcome = watch_once(workdir, FakeEvaluator(workdir, float),
+                         final_step=6, timeout_s=60, grace_s=0.3,
+                         alive=lambda: False)
+    self.assertLess(time.time() - start, 30)
+    self.assertFalse(outcome.complete)
+    self.assertIn('died or stopped before its final step 6',
+                  outcome.message)
+    self.assertIn('Evaluated (settings unknown): steps 2.', outcome.message)
+    self.assertIn('Not evaluated: the final step 6.', outcome.message)
+
+  def test_a_restarted_trainer_is_followed_to_the_end(self):
+    workdir = tempfile.mkdtemp()
+    make_checkpoint(workdir, 2)
+    calls = []
+
+    def alive():  # dead for a moment, then restarted; it saves step 4
+      calls.append(1)
+      if len(calls) == 20:
+        make_checkpoint(workdir, 4)
+      return len(calls) > 3
+
+    outcome = watch_once(workdir, FakeEvaluator(workdir, float),
+                         final_step=4, timeout_s=60, grace_s=0.5,
+                         alive=alive)
+    self.assertTrue(outcome.complete, outcome.message)
+
+  def test_before_training_starts_the_timeout_applies_not_the_grace(self):
+    workdir = tempfile.mkdtemp()
+    start = time.time()
+    outcome = watch_once(workdir, FakeEvaluator(workdir, float),
+                         final_step=4, timeout_s=0.6, grace_s=0.05,
+                         alive=lambda: False)
+    self.assertGreaterEqual(time.time() - start, 0.6)
+    self.assertFalse(outcome.complete)
+    self.assertIn('training never started', outcome.message)
+    self.assertIn('Nothing evaluated', outcome.message)
+
+  def test_trainer_alive_reads_the_trainers_lock(self):
+    workdir = tempfile.mkdtemp()
+    self.assertFalse(watch.trainer_alive(workdir, CONFIG))
+    with lease.hold(workdir, mode='lock'):
+      self.assertTrue(watch.trainer_alive(workdir, CONFIG))
+    self.assertFalse(watch.trainer_alive(workdir, CONFIG))
+    self.assertEqual(os.listdir(workdir), ['lease.json'])
+
+
+class MeanwhileTest(unittest.TestCase):
+
+  def test_a_checkpoint_saved_and_deleted_during_an_evaluation_is_held(self):
+    workdir = tempfile.mkdtemp()
+    make_checkpoint(workdir, 2)
+    evaluator = FakeEvaluator(workdir, lambda s: 10.0 - s)
+
+    def slow_evaluator(path, checkpoint, before_write=None):
+      if path.endswith('ckpt-2'):
+        # The trainer saves step 4 and deletes it within this evaluation.
+        prefix = make_checkpoint(workdir, 4)
+        time.sleep(0.5)
+        for name in glob.glob(prefix + '.*'):
+          os.remove(name)
+      return evaluator(path, checkpoint, before_write)
+
+    outcome = watch_once(workdir, slow_evaluator, final_step=4, timeout_s=5)
+    self.assertTrue(outcome.complete, outcome.message)
+    self.assertEqual(evaluator.steps, [2, 4])
+    self.assertEqual(kept_content(workdir), 'step 4')
+
+  def test_a_watcher_that_lost_its_lease_writes_nothing_more(self):
+    from unittest import mock  # pylint: disable=g-import-not-at-top
+    workdir = tempfile.mkdtemp()
+    make_checkpoint(workdir, 2)
+    lost = []
+
+    def check(unused_holder):
+      if lost:
+        raise lease.LeaseLostError('lost the lease')
+
+    def evaluator(path, checkpoint, before_write=None):
+      lost.append(path)  # stalls past its expiry during this evaluation
+      return FakeEvaluator(workdir, float)(path, checkpoint, before_write)
+
+    with mock.patch.object(lease.Holder, 'check', autospec=True,
+                           side_effect=check):
+      with self.assertRaises(lease.LeaseLostError):
+        watch_once(workdir, evaluator)
+    self.assertFalse(os.path.exists(watch.results_path(workdir, 2)))
+    self.assertIsNone(best.read_best(workdir))
+
+
+class RobustStateTest(unittest.TestCase):
+
+  def test_auto_never_selects_what_the_data_cannot_compute(self):
+    from bigbigan_tf.configs import tiny  # pylint: disable=g-import-not-at-top
+    folder = tempfile.mkdtemp()
+    open(os.path.join(folder, 'a.png'), 'w').close()
+    config = tiny.get_config()
+    with config.unlocked():
+      config.data.name = f'folder:{folder}'
+    # Offline and unlabelled: only the grids could be computed.
+    with self.assertRaisesRegex(metric_plan.EvaluationError,
+                                'Nothing to select the best checkpoint by'):
+      watch.plan(config, None, 'auto', inception='/nonexistent/inception')
+    _, _, errors = metric_plan.unavailable(
+        ['linear_probe'], config, inception='/x', classifier_fn=None)
+    self.assertIn('class subfolder', errors['linear_probe'])
+    for name in ('cats', 'dogs'):
+      os.makedirs(os.path.join(folder, name))
+    names, select, source = watch.plan(config, None, 'auto',
+                                       inception='/nonexistent/inception')
+    self.assertEqual((names, select, source),
+                     (['linear_probe', 'grids'], 'linear_probe', None))
+
+  def test_results_latest_holds_the_newest_step(self):
+    from bigbigan_tf.evaluation import results  # pylint: disable=g-import-not-at-top
+    eval_dir = tempfile.mkdtemp()
+    for step in (6, 2, 4):  # a newest-first catch-up
+      results.write_outputs(
+          {'step': step, 'metrics': {'fid': float(step)}, 'notes': {},
+           'grids': {}}, {}, eval_dir=eval_dir, tag=f'step{step}_x',
+          step=step)
+    self.assertEqual(_read(os.path.join(eval_dir,
+                                        'results_latest.json'))['step'], 6)
+    self.assertEqual(_read(os.path.join(eval_dir,
+                                        'results_step2_x.json'))['step'], 2)
+
+  def test_a_damaged_digit_classifier_is_trained_again(self):
+    from bigbigan_tf.evaluation import digit_classifier  # pylint: disable=g-import-not-at-top
+    from bigbigan_tf.evaluation import evaluate_lib  # pylint: disable=g-import-not-at-top
+    path = os.path.join(tempfile.mkdtemp(), 'eval', 'digit_classifier.keras')
+    digit_classifier.DigitClassifier(
+        digit_classifier._build_model(0)).save(path)  # pylint: disable=protected-access
+    # Written whole, under its name only (no temporary file left).
+    self.assertEqual(os.listdir(os.path.dirname(path)),
+                     ['digit_classifier.keras'])
+    self.assertIsNotNone(evaluate_lib._cached_digit_classifier(path))  # pylint: disable=protected-access
+    with open(path, 'r+b') as f:
+      f.truncate(os.path.getsize(path) // 2)
+    with self.assertLogs(level='WARNING') as logs:
+      self.assertIsNone(evaluate_lib._cached_digit_classifier(path))  # pylint: disable=protected-access
+    self.assertIn('cannot be read', logs.output[0])
+    self.assertIn('training it again', logs.output[0])
 
 
 class RelativeWorkdirTest(unittest.TestCase):
@@ -197,73 +464,148 @@ class RelativeWorkdirTest(unittest.TestCase):
       os.chdir(cwd)
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tiny run on the command line: checkpoints every 2 steps, 100 samples.
+TINY = ['--config=bigbigan_tf/configs/tiny.py',
+        '--config.eval.num_samples=100']
+# The bare watcher, offline and cut short for speed.
+WATCH = ['--watch', '--inception=/nonexistent/inception', '--timeout_s=300',
+         '--probe_epochs=1', '--digit_classifier_epochs=1',
+         '--standing_stats_batches=0']
+
+
+def _start(script, *args):
+  """A command line of the repo, its output into files (never a full pipe)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  out = tempfile.NamedTemporaryFile('w+', suffix='.out', delete=False)
+  err = tempfile.NamedTemporaryFile('w+', suffix='.err', delete=False)
+  proc = subprocess.Popen(
+      [sys.executable, script, *args], cwd=REPO, stdout=out, stderr=err,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO))
+  proc.out_path, proc.err_path = out.name, err.name
+  return proc
+
+
+def _finish(proc, timeout=600):
+  """(returncode, stdout, stderr) of a `_start`ed process."""
+  proc.wait(timeout=timeout)
+  with open(proc.out_path) as out, open(proc.err_path) as err:
+    return proc.returncode, out.read(), err.read()
+
+
+def _wait_until(condition, timeout=300):
+  deadline = time.time() + timeout
+  while not condition():
+    if time.time() > deadline:
+      raise AssertionError(f'timed out waiting for {condition}')
+    time.sleep(0.2)
+
+
+def _errors(stderr):
+  return [l for l in stderr.splitlines() if l.startswith('error:')]
+
+
 @pytest.mark.slow
 class WatchEndToEndTest(unittest.TestCase):
-  """A tiny run and `eval/evaluate.py --watch` in separate processes."""
+  """train.py and eval/evaluate.py --watch in separate processes."""
 
-  def test_watcher_follows_a_run_and_best_exports(self):
-    import subprocess  # pylint: disable=g-import-not-at-top
-    import sys  # pylint: disable=g-import-not-at-top
+  def test_any_order_like_with_like_and_honest_exits(self):
     import tensorflow_hub as hub  # pylint: disable=g-import-not-at-top
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=repo)
-    workdir = tempfile.mkdtemp()
-    # The watcher starts first, on the empty workdir the trainer is about
-    # to fill (it waits for config.json). The run writes checkpoints 0 and
-    # 2, then is resumed to step 4, which the watcher learns by re-reading
-    # num_train_steps from config.json.
-    # Bare but for speed: the metrics and --select are the offline
-    # defaults, num_samples the run's config.eval.num_samples.
-    watcher = subprocess.Popen(
-        [sys.executable, 'eval/evaluate.py', f'--workdir={workdir}', '--watch',
-         '--inception=/nonexistent/inception', '--timeout_s=120',
-         '--probe_epochs=1', '--digit_classifier_epochs=1',
-         '--standing_stats_batches=0'],
-        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    early = []  # the watcher's log until it waits (or dies)
-    for line in watcher.stderr:
-      early.append(line)
-      if 'Waiting for the trainer' in line:
-        break
-    from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
-    from bigbigan_tf.configs import tiny  # pylint: disable=g-import-not-at-top
-    config = tiny.get_config()
-    for steps in (2, 4):
-      with config.unlocked():
-        # The watcher's default num_samples is the run's: small, for speed.
-        config.num_train_steps, config.eval.num_samples = steps, 100
-      train_lib.train_and_evaluate(config, workdir)
-    stdout, stderr = watcher.communicate(timeout=600)
-    stderr = ''.join(early) + stderr
-    evaluated = sorted(int(n[len('results_step'):-len('.json')])
-                       for n in os.listdir(os.path.join(workdir, 'eval'))
-                       if n.startswith('results_step'))
-    self.assertEqual(watcher.returncode, 0, stderr[-3000:])
-    # Every checkpoint, each once: held as soon as seen, none deleted
-    # before its turn could be lost (keep_checkpoints=3 keeps 0, 2, 4).
-    self.assertEqual(evaluated, [0, 2, 4], stderr[-3000:])
-    self.assertIn('Waiting for the trainer', stderr)
-    self.assertIn('final step 4', stdout)
-    self.assertFalse([n for n in os.listdir(os.path.join(workdir, 'eval'))
-                      if n.startswith('held-')])
-    self.assertTrue(os.path.exists(watch.results_path(workdir, 4)))
-    # The metrics it could not compute, named once; W/best by the probe.
-    self.assertEqual(stderr.count('drops the metrics it cannot compute'), 1)
-    self.assertIn('is, fid, kid', stderr)
-    self.assertIn('num_samples=100 (config.eval.num_samples)', stderr)
-    self.assertEqual(best.read_best(workdir)['metric'], 'linear_probe/top1')
-    kept = best.read_best(workdir)['step']
+    workdir = os.path.join(tempfile.mkdtemp(), 'run')  # not there yet
+
+    # 1. The watcher first, before the workdir exists; then train.py.
+    watcher = _start('eval/evaluate.py', f'--workdir={workdir}', *WATCH)
+    usage = _start('eval/evaluate.py', f'--workdir={workdir}', '--watch',
+                   '--checkpoint=best')
+
+    def waiting():
+      with open(watcher.err_path) as f:
+        log = f.read()
+      if watcher.poll() is not None:
+        self.fail(f'The watcher ended early: {log[-3000:]}')
+      return 'Waiting for the trainer' in log
+
+    _wait_until(waiting)
+    trainer = _start('train.py', f'--workdir={workdir}', *TINY,
+                     '--config.num_train_steps=2')
+    code, _, err = _finish(trainer)
+    self.assertEqual(code, 0, err[-3000:])
+    code, out, err = _finish(watcher)
+    self.assertEqual(code, 0, err[-3000:])
+    self.assertIn('The final step 2 is evaluated', out)
+    self.assertEqual(err.count('drops the metrics it cannot compute'), 1)
+    self.assertIn('num_samples=100 (config.eval.num_samples)', err)
+    kept = best.read_best(workdir)
+    fp = kept['fingerprint']
+    self.assertEqual(kept['metric'], 'linear_probe/top1')
+    self.assertEqual(kept['settings']['num_samples'], 100)
     self.assertEqual(sorted(os.listdir(os.path.join(workdir, 'best'))),
-                     ['best.json', f'ckpt-{kept}'])
+                     ['best.json', f'ckpt-{kept["step"]}'])
+    eval_dir = os.path.join(workdir, 'eval')
+    # Every checkpoint, each once, keyed by the watcher's settings.
+    self.assertEqual(sorted(n for n in os.listdir(eval_dir)
+                            if n.startswith('results_step')),
+                     [f'results_step{s}_{fp}.json' for s in (0, 2)])
+    self.assertFalse([n for n in os.listdir(eval_dir)
+                      if n.startswith('held-')])
+    self.assertEqual(_read(os.path.join(eval_dir,
+                                        'results_latest.json'))['step'], 2)
+    code, out, err = _finish(usage)
+    self.assertEqual(code, 2)
+    self.assertEqual(len(_errors(err)), 1, err[-3000:])
+    self.assertIn('--watch', _errors(err)[0])
+    self.assertNotIn('Traceback', err)
+
+    # 2. A one-off evaluation of the best with other settings, the best
+    # exported meanwhile, then the watcher again: nothing is compared
+    # across settings.
     export_dir = os.path.join(workdir, 'export_best')
-    exported = subprocess.run(
-        [sys.executable, 'export.py', f'--workdir={workdir}',
-         f'--export_dir={export_dir}', '--checkpoint=best',
-         '--standing_stats_batches=0'],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-    self.assertEqual(exported.returncode, 0, exported.stderr[-3000:])
+    exported = _start('export.py', f'--workdir={workdir}',
+                      f'--export_dir={export_dir}', '--checkpoint=best',
+                      '--standing_stats_batches=0')
+    code, _, err = _finish(_start(
+        'eval/evaluate.py', f'--workdir={workdir}', '--checkpoint=best',
+        '--num_samples=32', '--metrics=linear_probe', '--probe_epochs=1',
+        '--standing_stats_batches=0'))
+    self.assertEqual(code, 0, err[-3000:])
+    one_off = [n for n in os.listdir(eval_dir)
+               if n.startswith(f'results_step{kept["step"]}_')
+               and not n.endswith(f'_{fp}.json')]
+    self.assertEqual(len(one_off), 1, os.listdir(eval_dir))
+    self.assertEqual(_read(os.path.join(eval_dir, one_off[0]))['comparable']
+                     ['num_samples'], 32)
+    self.assertEqual(_read(watch.results_path(workdir, kept['step'], fp))
+                     ['comparable']['num_samples'], 100)
+    code, out, err = _finish(_start('eval/evaluate.py',
+                                    f'--workdir={workdir}', *WATCH))
+    self.assertEqual(code, 0, err[-3000:])
+    self.assertEqual(best.read_best(workdir), kept)
+    code, _, err = _finish(exported)
+    self.assertEqual(code, 0, err[-3000:])
     self.assertIsNotNone(hub.load(export_dir))
+
+    # 3. Training resumed to step 8 and killed after step 4: the watcher
+    # exits 2 in one line naming what was and was not evaluated.
+    trainer = _start('train.py', f'--workdir={workdir}', *TINY,
+                     '--config.num_train_steps=8')
+    _wait_until(lambda: _read(os.path.join(workdir, 'config.json'))
+                ['num_train_steps'] == 8)
+    watcher = _start('eval/evaluate.py', f'--workdir={workdir}', *WATCH,
+                     '--grace_s=10')
+    _wait_until(lambda: os.path.exists(
+        os.path.join(workdir, 'checkpoints', 'ckpt-4.index')))
+    time.sleep(1)  # the save's last steps
+    trainer.kill()
+    trainer.wait()
+    code, out, err = _finish(watcher)
+    self.assertEqual(code, 2, err[-3000:])
+    lines = _errors(err)
+    self.assertEqual(len(lines), 1, err[-3000:])
+    self.assertIn('died or stopped before its final step 8', lines[0])
+    self.assertIn('steps 0, 2, 4', lines[0])
+    self.assertIn('Not evaluated: the final step 8.', lines[0])
+    self.assertNotIn('Traceback', err)
 
 
 class InProcessEvaluationTest(unittest.TestCase):
@@ -287,6 +629,26 @@ class InProcessEvaluationTest(unittest.TestCase):
     self.assertIn('drops the metrics it cannot compute', logs.output[0])
 
   @pytest.mark.slow
+  def test_beside_a_watcher_a_due_step_is_skipped_not_refused(self):
+    from bigbigan_tf.configs import tiny  # pylint: disable=g-import-not-at-top
+    workdir = tempfile.mkdtemp()
+    prefix = make_checkpoint(workdir, 2)
+    config = tiny.get_config()
+    with config.unlocked():
+      config.eval.every_steps = 2
+      config.eval.metrics = 'recon_accuracy'
+    with watch.evaluator_lease(workdir, config):  # a watcher holds W/eval
+      evaluation = in_process.InProcessEvaluation(config, workdir, chief=True)
+      with self.assertLogs(level='WARNING') as logs:
+        self.assertEqual(evaluation(prefix, 2), 0.0)
+    self.assertEqual(len(logs.output), 1, logs.output)
+    self.assertIn('In-process evaluation of step 2 skipped (training goes '
+                  'on)', logs.output[0])
+    self.assertIn('another evaluator', logs.output[0])
+    self.assertEqual(glob.glob(os.path.join(workdir, 'eval', 'results_*')),
+                     [])
+
+  @pytest.mark.slow
   def test_results_at_the_asked_steps_and_best_kept(self):
     from bigbigan_tf import config_lib  # pylint: disable=g-import-not-at-top
     from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
@@ -299,14 +661,27 @@ class InProcessEvaluationTest(unittest.TestCase):
       config.eval.every_steps = 2
       config.eval.metrics = 'recon_accuracy'
       config.eval.num_samples = 16
-    result = train_lib.train_and_evaluate(config, workdir)
+    # Beside a watcher (it holds W/eval): training reaches its final step,
+    # the evaluation of step 2 is skipped.
+    with self.assertLogs(level='WARNING') as logs:
+      with watch.evaluator_lease(workdir, config):
+        result = train_lib.train_and_evaluate(config, workdir)
     self.assertEqual(result['step'], 2)
+    self.assertIn('In-process evaluation of step 2 skipped',
+                  '\n'.join(logs.output))
+    self.assertFalse(glob.glob(os.path.join(workdir, 'eval', 'results_*')))
+    # Resumed alone to step 4: step 4 (every 2), not step 3 (checkpointed,
+    # not asked for).
+    with config.unlocked():
+      config.num_train_steps = 4
+    result = train_lib.train_and_evaluate(config, workdir)
+    self.assertEqual(result['step'], 4)
     done = sorted(os.listdir(os.path.join(workdir, 'eval')))
-    # Step 2 (every 2), not step 1 (checkpointed, not asked for).
-    self.assertIn('results_step2.json', done)
-    self.assertNotIn('results_step1.json', done)
-    self.assertEqual(best.read_best(workdir)['step'], 2)
-    self.assertEqual(best.read_best(workdir)['metric'], 'recon_accuracy')
+    self.assertEqual([n.split('_')[1] for n in done
+                      if n.startswith('results_step')], ['step4'])
+    kept = best.read_best(workdir)
+    self.assertEqual((kept['step'], kept['metric']), (4, 'recon_accuracy'))
+    self.assertEqual(kept['settings']['num_samples'], 16)
     # A metric that cannot be computed fails before any training.
     with config.unlocked():
       config.eval.metrics = 'recon_accuracy,nonsense'

@@ -231,10 +231,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.lease_expiry_s = 300
 
   # Evaluation inside the training process (the chief's, after a checkpoint):
-  # the same outputs as eval/evaluate.py (W/eval/results_step{N}.json,
+  # the same outputs as eval/evaluate.py (W/eval/results_step{N}_{FP}.json,
   # TensorBoard scalars and grids at that step) and the same best-checkpoint
   # rule (W/best/). The sidecar `eval/evaluate.py --watch` does the same
-  # beside the trainer, and is the route for TPU pods.
+  # beside the trainer, and is the route for TPU pods; while it holds
+  # W/eval, due evaluations are skipped (training goes on).
   config.eval = ml_collections.ConfigDict()
   # Evaluate every this many steps (a multiple of train.checkpoint_every) and
   # at the final step; 0 = never. Off by default: one evaluation of the

@@ -9,26 +9,34 @@ where renaming a directory is a copy and a delete per object:
   1. copy: the checkpoint's files go into a new, immutable W/best/ckpt-STEP/
      (hard links locally, copies on gs://);
   2. pointer: W/best/best.json (step, metric, value, the step's other
-     metrics, 'checkpoint': the copy's prefix relative to W/best) is written
-     with `files.write_json`, one atomic object write;
+     metrics, 'settings' and 'fingerprint' of the evaluation the value comes
+     from (`settings.py`), 'checkpoint': the copy's prefix relative to
+     W/best) is written with `files.write_json`, one atomic object write;
   3. the previous copy is deleted, only now that nothing points to it.
 Readers go through the pointer only (`workdir_layout.best_checkpoint`), so a
 kill anywhere leaves them the old or the new best, whole. `clean` removes the
 leftovers (copies the pointer does not name, the legacy writer's W/best.tmp-*
-and W/best.old) when the watcher starts, after `rebuild` has used them.
+and W/best.old) when the watcher starts, after `rebuild` has used them, and
+never the only copy of a best.
+
+Like with like: a value is compared only with the kept one when both come
+from evaluations with the same settings (the same fingerprint; None is the
+group of unknown settings, results written before settings were keyed).
 """
 
 import errno
+import json
 import math
 import os
 import re
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from absl import logging
 import tensorflow as tf
 
 from bigbigan_tf import files
 from bigbigan_tf import workdir_layout
+from bigbigan_tf.evaluation import settings as settings_lib
 
 BEST_DIR = workdir_layout.BEST_DIR
 BEST_JSON = workdir_layout.BEST_JSON
@@ -127,9 +135,18 @@ def hold_files(checkpoint: str, directory: str) -> bool:
   return True
 
 
-def _kept_value(kept: Optional[Dict[str, Any]], key: str) -> Optional[float]:
-  """The kept best's value when it was chosen by `key`, else None."""
-  if kept is None or kept.get('metric') != key:
+def same_selection(kept: Optional[Dict[str, Any]], key: str,
+                   fp: Optional[str]) -> bool:
+  """Whether the kept best was chosen by `key` under the settings `fp`."""
+  return (kept is not None and kept.get('metric') == key
+          and kept.get('fingerprint') == fp)
+
+
+def _kept_value(kept: Optional[Dict[str, Any]], key: str,
+                fp: Optional[str]) -> Optional[float]:
+  """The kept best's value when it was chosen by `key` under the settings
+  `fp`, else None (another selection: never compared)."""
+  if not same_selection(kept, key, fp):
     return None
   return kept.get('value')
 
@@ -184,11 +201,32 @@ def _remove_copy(workdir: str, kept: Optional[Dict[str, Any]]) -> None:
     tf.io.gfile.rmtree(os.path.dirname(prefix))
 
 
+def _pointer(step: int, key: str, metrics: Dict[str, Any],
+             settings: Optional[Dict[str, Any]], checkpoint: str
+             ) -> Dict[str, Any]:
+  return {'step': int(step), 'metric': key, 'value': float(metrics[key]),
+          'metrics': dict(metrics), 'settings': settings,
+          'fingerprint': settings_lib.fingerprint(settings),
+          'checkpoint': checkpoint}
+
+
 def install(workdir: str, source: str, step: int, key: str,
-            metrics: Dict[str, Any]) -> bool:
+            metrics: Dict[str, Any],
+            settings: Optional[Dict[str, Any]] = None,
+            check: Optional[Callable[[], None]] = None) -> bool:
   """Makes `source` (a complete checkpoint prefix) the kept best.
 
   Copy, then pointer, then removal of the previous copy.
+
+  Args:
+    workdir: the run's workdir.
+    source: the checkpoint prefix to keep.
+    step: its step.
+    key: the selection metric's results key.
+    metrics: its metrics (with `key`).
+    settings: the settings they were computed with (None: unknown).
+    check: the evaluator's lease check, called before the pointer is
+      written (a fenced-out evaluator must not move the best).
 
   Returns:
     False when `source` is gone or incomplete (W/best is unchanged).
@@ -198,16 +236,32 @@ def install(workdir: str, source: str, step: int, key: str,
   prefix = os.path.basename(source)
   if not _copy(source, os.path.join(workdir_layout.best_dir(workdir), name)):
     return False
-  _write_pointer(workdir, {
-      'step': int(step), 'metric': key, 'value': float(metrics[key]),
-      'metrics': dict(metrics), 'checkpoint': f'{name}/{prefix}'})
+  if check is not None:
+    check()
+  _write_pointer(workdir, _pointer(step, key, metrics, settings,
+                                   f'{name}/{prefix}'))
   _remove_copy(workdir, kept)
   return True
 
 
+def restamp(workdir: str, key: str, metrics: Dict[str, Any],
+            settings: Optional[Dict[str, Any]]) -> None:
+  """Re-labels the kept copy with its figures under other settings (it was
+  evaluated again): one pointer write, the copy stays."""
+  kept = read_best(workdir)
+  _write_pointer(workdir, _pointer(kept['step'], key, metrics, settings,
+                                   kept['checkpoint']))
+
+
 def update_best(workdir: str, checkpoint: str, step: int,
-                metrics: Dict[str, float], select: str) -> bool:
+                metrics: Dict[str, float], select: str,
+                settings: Optional[Dict[str, Any]] = None,
+                check: Optional[Callable[[], None]] = None) -> bool:
   """Copies `checkpoint` to W/best/ if its `select` value beats the kept one.
+
+  Only a kept value of the same settings is compared; a best kept under
+  other settings (or by another metric) is replaced by any finite value:
+  a new selection (the watcher re-evaluates it first, `watch.rebuild_best`).
 
   Returns:
     True when the kept best was replaced.
@@ -216,9 +270,11 @@ def update_best(workdir: str, checkpoint: str, step: int,
   if key not in metrics:
     return False
   value = float(metrics[key])
-  if not is_better(key, value, _kept_value(read_best(workdir), key)):
+  kept_value = _kept_value(read_best(workdir), key,
+                           settings_lib.fingerprint(settings))
+  if not is_better(key, value, kept_value):
     return False
-  if install(workdir, checkpoint, step, key, metrics):
+  if install(workdir, checkpoint, step, key, metrics, settings, check):
     return True
   # The trainer's checkpoint manager deleted it while it was evaluated
   # (train.keep_checkpoints): a pointer without its checkpoint would be
@@ -251,15 +307,58 @@ def migrate_legacy(workdir: str) -> bool:
     return False
   source = workdir_layout.best_checkpoint(workdir)
   metrics = dict(kept.get('metrics') or {}, **{kept['metric']: kept['value']})
-  if install(workdir, source, kept['step'], kept['metric'], metrics):
+  if install(workdir, source, kept['step'], kept['metric'], metrics,
+             kept.get('settings')):
     logging.info('Moved the best checkpoint of the older layout (%s) into %s.',
                  source, workdir_layout.best_checkpoint(workdir))
     return True
   return False
 
 
+def adopt_legacy_leftovers(workdir: str) -> Optional[int]:
+  """With no pointer in W/best, makes a whole best the legacy writer left
+  in W/best.tmp-STEP (newest first) or W/best.old the kept one.
+
+  The legacy writer renamed W/best to W/best.old before renaming its new
+  copy in: killed in between, those leftovers hold the only copies.
+
+  Returns:
+    The step adopted, or None.
+  """
+  if read_best(workdir) is not None:
+    return None
+  found = []
+  for path in tf.io.gfile.glob(os.path.join(
+      workdir, workdir_layout.LEGACY_TEMP_PREFIX + '*')) + [
+          os.path.join(workdir, workdir_layout.LEGACY_OLD)]:
+    info = _read_json(os.path.join(path, BEST_JSON))
+    if info and 'step' in info and 'metric' in info and 'value' in info:
+      found.append((path != os.path.join(workdir, workdir_layout.LEGACY_OLD),
+                    info['step'], path, info))
+  for _, step, path, info in sorted(found, reverse=True):
+    source = os.path.join(path, info.get('prefix') or f'ckpt-{step}')
+    metrics = dict(info.get('metrics') or {}, **{info['metric']:
+                                                 info['value']})
+    if is_complete(source) and install(workdir, source, step, info['metric'],
+                                       metrics, info.get('settings')):
+      logging.info('W/best had no pointer; kept step %d from %s, which an '
+                   'interrupted update of the older layout left.', step, path)
+      return step
+  return None
+
+
+def _read_json(path: str) -> Optional[Dict[str, Any]]:
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      found = json.load(f)
+  except (tf.errors.NotFoundError, ValueError):
+    return None
+  return found if isinstance(found, dict) else None
+
+
 def rebuild(workdir: str, select: str,
-            candidates: Iterable[Dict[str, Any]]) -> Optional[int]:
+            candidates: Iterable[Dict[str, Any]],
+            settings: Optional[Dict[str, Any]] = None) -> Optional[int]:
   """Makes W/best the best of `candidates` that still has a checkpoint.
 
   Run when the watcher starts: a kill between a step's results and the end
@@ -268,15 +367,19 @@ def rebuild(workdir: str, select: str,
   Args:
     workdir: the run's workdir.
     select: the selection metric.
-    candidates: evaluated steps: {'step', 'metrics', 'sources': checkpoint
-      prefixes of that evaluated checkpoint, in order of preference}.
+    candidates: steps evaluated with `settings`: {'step', 'metrics',
+      'sources': checkpoint prefixes of that evaluated checkpoint, in order
+      of preference}.
+    settings: the settings of the candidates' figures (None: unknown); a
+      best kept under other settings is not compared (any candidate
+      replaces it).
 
   Returns:
     The step newly kept, or None when W/best was already right.
   """
   key = selection_key(select)
   kept = read_best(workdir)
-  kept_value = _kept_value(kept, key)
+  kept_value = _kept_value(kept, key, settings_lib.fingerprint(settings))
   ranked = sorted(
       (c for c in candidates if _finite(c['metrics'].get(key))),
       key=lambda c: (-c['metrics'][key] if DIRECTIONS[key]
@@ -289,7 +392,7 @@ def rebuild(workdir: str, select: str,
     if not is_better(key, value, kept_value):
       return None
     for source in _complete(candidate['sources']):
-      if install(workdir, source, step, key, candidate['metrics']):
+      if install(workdir, source, step, key, candidate['metrics'], settings):
         logging.info('W/best is now step %d (%s = %.4g), rebuilt from the '
                      'results in %s/eval.', step, key, value, workdir)
         return step
@@ -326,11 +429,15 @@ def clean(workdir: str) -> List[str]:
       continue  # the legacy copy's own files
     if name.startswith('ckpt-') or name.startswith(BEST_JSON + '.tmp-'):
       removed.append(path)
-  removed += tf.io.gfile.glob(
-      os.path.join(workdir, workdir_layout.LEGACY_TEMP_PREFIX + '*'))
-  legacy_old = os.path.join(workdir, workdir_layout.LEGACY_OLD)
-  if tf.io.gfile.exists(legacy_old):
-    removed.append(legacy_old)
+  # The legacy writer's siblings may hold the only copy of a best (killed
+  # mid-swap, or nothing rebuilt from them): they go only once W/best holds
+  # a whole best of its own.
+  if kept is not None and is_complete(best_checkpoint(workdir)):
+    removed += tf.io.gfile.glob(
+        os.path.join(workdir, workdir_layout.LEGACY_TEMP_PREFIX + '*'))
+    legacy_old = os.path.join(workdir, workdir_layout.LEGACY_OLD)
+    if tf.io.gfile.exists(legacy_old):
+      removed.append(legacy_old)
   for path in removed:
     if tf.io.gfile.isdir(path):
       tf.io.gfile.rmtree(path)

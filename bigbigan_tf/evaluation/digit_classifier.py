@@ -19,10 +19,13 @@ Keras' JAX backend); training feeds it through tf.data.
 """
 
 from typing import Dict, Union
+import uuid
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from bigbigan_tf import write_faults
 
 NUM_CLASSES = 10
 FEATURES_KEY = 'features'
@@ -132,7 +135,16 @@ class DigitClassifier:
     parent = path.rsplit('/', 1)[0] if '/' in path else ''
     if parent:
       tf.io.gfile.makedirs(parent)
-    self.model.save(path)
+    # Written beside the destination, then renamed over it: a kill mid-save
+    # never leaves a truncated cache that every later evaluation would load.
+    temp = f'{path[:-len(".keras")]}.tmp-{uuid.uuid4().hex}.keras'
+    try:
+      with write_faults.writing(path):
+        self.model.save(temp)
+        tf.io.gfile.rename(temp, path, overwrite=True)
+    finally:
+      if tf.io.gfile.exists(temp):
+        tf.io.gfile.remove(temp)
 
   @classmethod
   def load(cls, path: str) -> 'DigitClassifier':

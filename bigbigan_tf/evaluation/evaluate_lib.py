@@ -4,12 +4,17 @@
 checkpoint (the EMA networks) or from an exported module, the real images
 from the run's config, computes the requested metrics and writes
 
-  W/eval/results_step{STEP}.json   every setting and metric (and a copy in
-  W/eval/results_latest.json)
+  W/eval/results_step{STEP}_{FP}.json
+                                   every setting and metric; FP keys the
+                                   settings the figures depend on
+                                   (`settings.py`), so evaluations with other
+                                   settings never overwrite each other
+  W/eval/results_latest.json       a copy of the newest step's results
   W/eval/events.*                  the same scalars, and the grids, for
                                    TensorBoard
-  W/eval/samples_step{STEP}.png    G(z) for fixed z
-  W/eval/reconstructions_step{STEP}.png
+  W/eval/samples_step{STEP}_{FP}.png
+                                   G(z) for fixed z
+  W/eval/reconstructions_step{STEP}_{FP}.png
                                    rows of eval images over G(E(x).z_mean)
   W/eval/digit_classifier.keras    the cached digit classifier (digit data)
 
@@ -51,7 +56,7 @@ path) raise before any work.
 
 import datetime
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -66,6 +71,7 @@ from bigbigan_tf.evaluation import metric_plan
 from bigbigan_tf.evaluation import metrics as metrics_lib
 from bigbigan_tf.evaluation import passes
 from bigbigan_tf.evaluation import results as results_lib
+from bigbigan_tf.evaluation import settings as settings_lib
 
 GENERATIVE_METRICS = metric_plan.GENERATIVE_METRICS
 DIGIT_METRICS = metric_plan.DIGIT_METRICS
@@ -116,15 +122,15 @@ def _linear_probe(train: passes.Collector, probe: passes.Collector, *, config,
   return result
 
 
-def _digit_classifier(workdir: str, train: Optional[passes.Collector], *,
+def _digit_classifier(workdir: str, train: Optional[passes.Collector],
+                      cached: Optional[digit_lib.DigitClassifier], *,
                       epochs: int, seed: int
                       ) -> tuple[digit_lib.DigitClassifier, Dict[str, Any]]:
-  """The cached digit classifier of the workdir, trained if missing."""
+  """The cached digit classifier of the workdir, trained if missing or
+  unreadable (`train`: the training pass, with its small images)."""
   path = os.path.join(workdir, EVAL_DIR, DIGIT_CLASSIFIER_FILE)
-  if tf.io.gfile.exists(path):
-    logging.info('Using the cached digit classifier %s.', path)
-    return digit_lib.DigitClassifier.load(path), {'path': path,
-                                                  'trained_now': False}
+  if cached is not None:
+    return cached, {'path': path, 'trained_now': False}
   labels = train['labels']
   if labels.min() < 0 or labels.max() >= digit_lib.NUM_CLASSES:
     raise MetricUnavailableError(
@@ -137,6 +143,24 @@ def _digit_classifier(workdir: str, train: Optional[passes.Collector], *,
   classifier.save(path)
   return classifier, {'path': path, 'trained_now': True, 'epochs': epochs,
                       'num_train': int(len(labels))}
+
+
+def _cached_digit_classifier(path: str
+                             ) -> Optional[digit_lib.DigitClassifier]:
+  """The cached classifier, or None when missing or unreadable (a damaged
+  file is logged and retrained, never trusted)."""
+  if not tf.io.gfile.exists(path):
+    return None
+  try:
+    classifier = digit_lib.DigitClassifier.load(path)
+  except Exception as e:  # pylint: disable=broad-except
+    # Keras raises many kinds on a truncated or foreign file.
+    logging.warning('The cached digit classifier %s cannot be read (%s: %s); '
+                    'training it again.', path, type(e).__name__,
+                    str(e).split('\n')[0][:200])
+    return None
+  logging.info('Using the cached digit classifier %s.', path)
+  return classifier
 
 
 def _grid_size(config) -> int:
@@ -231,7 +255,8 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
              digit_classifier_epochs: int = defaults.DIGIT_CLASSIFIER_EPOCHS,
              prdc_k: int = defaults.PRDC_K,
              standing_stats_batches: int = defaults.STANDING_STATS_BATCHES,
-             reported_checkpoint: Optional[str] = None
+             reported_checkpoint: Optional[str] = None,
+             before_write: Optional[Callable[[], None]] = None
              ) -> Dict[str, Any]:
   """Evaluates a training run (or an exported module) and writes the results.
 
@@ -264,13 +289,16 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
     reported_checkpoint: the checkpoint path the results name, when
       `checkpoint` is a held copy of it (the watcher evaluates a snapshot
       that the trainer's deletions cannot reach).
+    before_write: called before any output is written (the watcher's lease
+      check: a watcher that lost W/eval writes nothing).
 
   Returns:
-    The dict written to results_step{STEP}.json: 'step', 'source',
-    'checkpoint', 'module', 'workdir', 'settings', 'metrics' (flat name ->
-    float), 'details', 'notes', 'grids' (name -> PNG path), 'errors'
-    (metric -> message, for metrics that could not be computed) and
-    'results_file'. When no requested metric can be computed nothing is
+    The dict written to results_step{STEP}_{FP}.json: 'step', 'source',
+    'checkpoint', 'module', 'workdir', 'settings', 'comparable' (the
+    settings the figures depend on) and its 'fingerprint' FP, 'metrics'
+    (flat name -> float), 'details', 'notes', 'grids' (name -> PNG path),
+    'errors' (metric -> message, for metrics that could not be computed)
+    and 'results_file'. When no requested metric can be computed nothing is
     written, and 'results_file' is None.
 
   Raises:
@@ -301,6 +329,16 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
                 'standing_stats_batches': (None if module is not None
                                            else standing_stats_batches)})
   todo = [m for m in metrics if m not in errors]
+  result['comparable'] = settings_lib.comparable(
+      config, metrics=todo,
+      inception_source=inception_source_of(todo, inception_fn,
+                                           inception_source),
+      num_samples=num_samples, feature=feature, seed=seed,
+      probe_epochs=probe_epochs,
+      digit_classifier_epochs=digit_classifier_epochs, prdc_k=prdc_k,
+      standing_stats_batches=(None if module is not None
+                              else standing_stats_batches))
+  result['fingerprint'] = settings_lib.fingerprint(result['comparable'])
   if not todo:
     return result
 
@@ -315,8 +353,10 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
 
   # Pass 1, the training split: probe features, and images for a digit
   # classifier that is not cached yet.
-  train_digit = plan.digit_wanted and not tf.io.gfile.exists(
+  cached_digit = (_cached_digit_classifier(
       os.path.join(workdir, EVAL_DIR, DIGIT_CLASSIFIER_FILE))
+                  if plan.digit_wanted else None)
+  train_digit = plan.digit_wanted and cached_digit is None
   train = None
   if plan.probe or train_digit:
     train = passes.train_pass(config, nets, batch_size=batch_size,
@@ -326,7 +366,8 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
   if plan.digit_wanted:
     try:
       digit, result['details']['digit_classifier'] = _digit_classifier(
-          workdir, train, epochs=digit_classifier_epochs, seed=seed)
+          workdir, train, cached_digit, epochs=digit_classifier_epochs,
+          seed=seed)
     except MetricUnavailableError as e:
       plan.drop_digit(errors, str(e))
 
@@ -381,9 +422,24 @@ def evaluate(workdir: str, *, metrics: Optional[Sequence[str]] = None,
         'reconstructions: rows of eval images (average-pooled to G\'s '
         'resolution) over G(E(x).z_mean)')
 
+  for name, message in errors.items():
+    logging.warning('%s could not be computed: %s', name,
+                    message.split('\n')[0])
   if result['metrics'] or grid_images:
+    if before_write is not None:
+      before_write()
     results_lib.write_outputs(
         result, grid_images, eval_dir=os.path.join(workdir, EVAL_DIR),
-        tag='module' if nets.step is None else f'step{nets.step}',
+        tag=('module' if nets.step is None else f'step{nets.step}')
+        + f'_{result["fingerprint"]}',
         step=nets.step or 0)
   return result
+
+
+def inception_source_of(metrics: Sequence[str], inception_fn,
+                        source: Optional[str]) -> Optional[str]:
+  """The Inception source the figures of `metrics` depend on: `source`
+  when a planned metric uses the loaded Inception, else None (prdc then
+  uses the digit classifier's features)."""
+  users = set(metrics) & set(GENERATIVE_METRICS + ('prdc',))
+  return source if users and inception_fn is not None else None

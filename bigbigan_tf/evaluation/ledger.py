@@ -3,8 +3,11 @@
 A step is not enough to name a checkpoint: after a failed save (a stub index
 on a full disk) the trainer resumes and saves the same step again. A
 checkpoint's identity is its step plus its .index file's size and
-modification time; W/eval/done_step{N}.json records the identity evaluated
-(or skipped) at step N, so a re-saved step is evaluated again.
+modification time; W/eval/done_step{N}_{FP}.json records the identity
+evaluated (or skipped) at step N under the settings of fingerprint FP
+(`settings.py`), so a re-saved step, or a watcher with other settings,
+evaluates again. FP None is the group of unknown settings: the un-keyed
+results_step{N}.json and done_step{N}.json of older evaluators.
 
 Held copies (W/eval/held-{N}/) keep the checkpoint's files out of the
 trainer's checkpoint manager's reach; identity.json, written last, records
@@ -30,12 +33,21 @@ EVALUATED, SKIPPED = 'evaluated', 'skipped'
 Identity = Dict[str, int]
 
 
-def results_path(workdir: str, step: int) -> str:
-  return os.path.join(workdir, EVAL_DIR, f'results_step{step}.json')
+Fingerprint = Optional[str]
 
 
-def _done_path(workdir: str, step: int) -> str:
-  return os.path.join(workdir, EVAL_DIR, f'done_step{step}.json')
+def _suffix(fp: Fingerprint) -> str:
+  return '' if fp is None else f'_{fp}'
+
+
+def results_path(workdir: str, step: int, fp: Fingerprint = None) -> str:
+  """W/eval/results_step{N}_{FP}.json (results_step{N}.json for FP None)."""
+  return os.path.join(workdir, EVAL_DIR,
+                      f'results_step{step}{_suffix(fp)}.json')
+
+
+def _done_path(workdir: str, step: int, fp: Fingerprint) -> str:
+  return os.path.join(workdir, EVAL_DIR, f'done_step{step}{_suffix(fp)}.json')
 
 
 def held_dir(workdir: str, step: int) -> str:
@@ -61,51 +73,58 @@ def _read_json(path: str) -> Optional[Dict[str, Any]]:
 
 
 def record(workdir: str, step: int, ident: Optional[Identity], status: str,
-           why: str = '') -> None:
-  """Records that this identity of `step` was evaluated or skipped."""
-  files.write_json(_done_path(workdir, step),
+           why: str = '', fp: Fingerprint = None) -> None:
+  """Records that this identity of `step` was evaluated or skipped under the
+  settings of fingerprint `fp`."""
+  files.write_json(_done_path(workdir, step, fp),
                    {'step': int(step), 'identity': ident, 'status': status,
                     'why': why})
 
 
-def entry(workdir: str, step: int) -> Optional[Dict[str, Any]]:
-  """The ledger entry of `step`; a results file of an older evaluator
-  (no entry) counts as evaluated, identity unknown."""
-  found = _read_json(_done_path(workdir, step))
-  if found is None and tf.io.gfile.exists(results_path(workdir, step)):
+def entry(workdir: str, step: int,
+          fp: Fingerprint = None) -> Optional[Dict[str, Any]]:
+  """The ledger entry of `step` under `fp`; a results file with these
+  settings and no entry (a one-off evaluate.py's, an older evaluator's)
+  counts as evaluated, identity unknown."""
+  found = _read_json(_done_path(workdir, step, fp))
+  if found is None and tf.io.gfile.exists(results_path(workdir, step, fp)):
     return {'step': step, 'identity': None, 'status': EVALUATED}
   return found
 
 
-def is_done(workdir: str, step: int,
-            ident: Optional[Identity] = None) -> bool:
+def is_done(workdir: str, step: int, ident: Optional[Identity] = None,
+            fp: Fingerprint = None) -> bool:
   """Whether this checkpoint (step and, when given, identity) was evaluated
-  or skipped already."""
-  found = entry(workdir, step)
+  or skipped already under `fp`."""
+  found = entry(workdir, step, fp)
   if found is None:
     return False
   return ident is None or found['identity'] in (None, ident)
 
 
-def evaluated(workdir: str, step: int, ident: Optional[Identity]) -> bool:
+def evaluated(workdir: str, step: int, ident: Optional[Identity],
+              fp: Fingerprint = None) -> bool:
   """Whether a readable checkpoint of `step` (this identity, when the
-  checkpoint still exists) was evaluated, not merely skipped."""
-  found = entry(workdir, step)
+  checkpoint still exists) was evaluated under `fp`, not merely skipped."""
+  found = entry(workdir, step, fp)
   return (found is not None and found['status'] == EVALUATED and
           (ident is None or found['identity'] in (None, ident)))
 
 
-def results(workdir: str) -> Iterator[Dict[str, Any]]:
-  """Every results_step{N}.json of W/eval with its ledger entry."""
-  pattern = os.path.join(workdir, EVAL_DIR, 'results_step*.json')
+def results(workdir: str, fp: Fingerprint = None
+            ) -> Iterator[Dict[str, Any]]:
+  """Every result of W/eval under `fp`, with its ledger entry."""
+  pattern = os.path.join(workdir, EVAL_DIR,
+                         f'results_step*{_suffix(fp)}.json')
+  name = re.compile(rf'results_step(\d+){re.escape(_suffix(fp))}\.json$')
   for path in sorted(tf.io.gfile.glob(pattern)):
-    match = re.search(r'results_step(\d+)\.json$', path)
+    match = name.search(path)
     result = _read_json(path) if match else None
     if result is None or not isinstance(result.get('metrics'), dict):
       continue
     step = int(match.group(1))
     yield {'step': step, 'metrics': result['metrics'],
-           'entry': entry(workdir, step)}
+           'entry': entry(workdir, step, fp)}
 
 
 def hold(workdir: str, checkpoint: str, step: int,

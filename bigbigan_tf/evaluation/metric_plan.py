@@ -3,14 +3,16 @@
 The planning half of `evaluate_lib.evaluate`, before any network is loaded:
 metric names and defaults (`default_metrics`, `check_metrics`), the metrics
 that cannot be computed on this run or machine (`unavailable`: Inception not
-loadable offline, digit metrics on other data) and the consumers the
-remaining ones need (`Plan`). The watcher uses `unavailable` to drop, once
-and in one log line, what it could never compute.
+loadable offline, digit metrics on other data, the probe on a folder without
+class subfolders) and the consumers the remaining ones need (`Plan`). The
+watcher uses `unavailable` to drop, once and in one log line, what it could
+never compute.
 """
 
 from typing import Dict, List, Optional, Sequence
 
 import ml_collections
+import tensorflow as tf
 
 from bigbigan_tf import data as data_lib
 from bigbigan_tf import defaults
@@ -99,6 +101,10 @@ def unavailable(metrics: Sequence[str], config, *, inception: str,
       if 'prdc' in metrics and not is_digit_data(config):
         errors['prdc'] = (f'{e} Without Inception, prdc uses the digit '
                           'classifier\'s features, which need digit data.')
+  if 'linear_probe' in metrics:
+    why = _no_labels(config)
+    if why:
+      errors['linear_probe'] = why
   if not is_digit_data(config):
     for name in DIGIT_METRICS:
       if name in metrics:
@@ -107,6 +113,30 @@ def unavailable(metrics: Sequence[str], config, *, inception: str,
             f'{"/".join(DIGIT_TFDS_DATASETS)}); this run has data.name='
             f'{config.data.name!r}. Use is/fid/kid with Inception instead.')
   return classify, source, errors
+
+
+def _no_labels(config) -> Optional[str]:
+  """Why the probe has no labels on this data, or None.
+
+  A folder is labelled by its class subfolders (bigbigan_tf/data/folder.py):
+  fewer than two, and every image has the same label (or none). Only the
+  top level is listed, so this stays cheap on a large folder; TFDS datasets
+  are trusted.
+  """
+  kind, root = data_lib.parse_data_name(config.data.name)
+  if kind != 'folder':
+    return None
+  try:
+    entries = tf.io.gfile.listdir(root)
+  except tf.errors.OpError:
+    return None  # the data's own error comes when it is read
+  classes = [e for e in entries if not e.startswith('.') and (
+      e.endswith('/') or tf.io.gfile.isdir(f'{root.rstrip("/")}/{e}'))]
+  if len(classes) >= 2:
+    return None
+  return (f'linear_probe needs class labels: {root} has '
+          f'{len(classes)} class subfolder(s), at least 2 are needed (one '
+          'subfolder per class).')
 
 
 class Plan:

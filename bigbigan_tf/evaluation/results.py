@@ -4,10 +4,12 @@ Each `*_results` function takes the activations the passes collected
 (`passes.py`) and fills its part of the result dict `evaluate()` returns:
 'metrics' (flat name -> float), 'notes' (how each figure was computed),
 'details' and, for a metric that failed here, 'errors'. `write_outputs`
-writes that dict as W/eval/results_{TAG}.json (and results_latest.json),
-with the grids as PNGs and everything as TensorBoard summaries.
+writes that dict as W/eval/results_{TAG}.json (TAG: step{N}_{FP}, FP the
+settings' fingerprint, `settings.py`), with the grids as PNGs and everything
+as TensorBoard summaries; results_latest.json holds the newest step's.
 """
 
+import json
 import os
 from typing import Any, Dict, Sequence
 
@@ -155,6 +157,18 @@ def write_outputs(result, grid_images: Dict[str, np.ndarray], *,
   writer.close()
   result['results_file'] = os.path.join(eval_dir, f'results_{tag}.json')
   files.write_json(result['results_file'], result, default=json_default)
-  files.write_json(os.path.join(eval_dir, LATEST_RESULTS_FILE), result,
-                   default=json_default)
+  latest = os.path.join(eval_dir, LATEST_RESULTS_FILE)
+  if _is_newest(latest, result.get('step')):
+    files.write_json(latest, result, default=json_default)
   logging.info('Wrote %s.', result['results_file'])
+
+
+def _is_newest(latest: str, step) -> bool:
+  """Whether a result of `step` belongs in results_latest.json: a newer
+  step's stays there (a newest-first catch-up evaluates older ones last)."""
+  try:
+    with tf.io.gfile.GFile(latest) as f:
+      kept = json.load(f).get('step')
+  except (tf.errors.NotFoundError, ValueError, AttributeError):
+    return True
+  return step is None or kept is None or step >= kept
