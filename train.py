@@ -121,6 +121,17 @@ def _exit_now(code: int) -> None:
   os._exit(code)  # pylint: disable=protected-access
 
 
+def _last_good_checkpoint(workdir: str):
+  """The newest readable checkpoint of `workdir`, or None (none, or unknown)."""
+  from bigbigan_tf import checkpoints  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    return checkpoints.latest_readable(
+        os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
+  except (checkpoints.UnreadableCheckpointError, tf.errors.OpError, OSError):
+    return None
+
+
 def _main():
   """Trains; what goes wrong before or during the run is one line, exit 2."""
   # Imported here so --help answers without loading TensorFlow.
@@ -152,9 +163,11 @@ def _main():
   except (tf.errors.OpError, OSError) as e:
     # A full disk, a quota or a permission while writing checkpoints,
     # summaries, grids, config.json or hardware.json.
-    message = write_faults.message(e, _WORKDIR.value)
-    if message is None:
+    if write_faults.describe(e) is None:
       raise
+    message = write_faults.message(
+        e, _WORKDIR.value,
+        last_checkpoint=_last_good_checkpoint(_WORKDIR.value))
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
