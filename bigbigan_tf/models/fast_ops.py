@@ -20,9 +20,9 @@ and batch norm, and it picks the trick or the plain op:
 
 `FastOps.plain()` turns every trick off (the plain Keras path);
 `FastOps.from_config(config.model, hardware.switch)` settles the config's
-'auto' switches for this machine (bigbigan_tf/hardware.py). On backends other than TensorFlow
-the TensorFlow-only tricks (fused batch norm, tapped filter gradient) fall
-back to the plain op.
+'auto' switches for this machine (bigbigan_tf/hardware.py). On backends other
+than TensorFlow the TensorFlow-only tricks (fused batch norm, tapped filter
+gradient) fall back to the plain op.
 """
 
 import dataclasses
