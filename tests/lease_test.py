@@ -17,7 +17,6 @@ import signal
 import textwrap
 import threading
 import time
-import unittest
 from unittest import mock
 import uuid
 
@@ -190,24 +189,21 @@ def _wait(condition, timeout=20.0):
     time.sleep(0.02)
 
 
-class GcsLeaseTest(tf.test.TestCase):
-  """gcs mode on the emulator, in this process."""
-
-  @classmethod
-  def tearDownClass(cls):
-    super().tearDownClass()
-    try:
-      import gcs_emulator  # pylint: disable=g-import-not-at-top
-      gcs_emulator.unapply()
-      gcs_emulator.clear()
-    except (ImportError, unittest.SkipTest):
-      pass
+class _EmulatorTestCase(tf.test.TestCase):
+  """A test on the emulator: its environment applied around each test (the
+  front refuses every other host, which other tests may not expect)."""
 
   def setUp(self):
     super().setUp()
     self.emu = _emulator()
     self.emu.clear()
+    self.addCleanup(self.emu.unapply)
+    self.addCleanup(self.emu.clear)
     self.dir = self.emu.url(f'lease-{uuid.uuid4().hex[:8]}/run')
+
+
+class GcsLeaseTest(_EmulatorTestCase):
+  """gcs mode on the emulator, in this process."""
 
   def _contend(self, n=8, delays=None):
     """`n` threads start `hold` at once; returns (holders, refusals)."""
@@ -384,17 +380,7 @@ except lease.LeaseLostError as e:  # as train.py: the main thread knew first
 
 
 @pytest.mark.slow  # holders in subprocesses
-class GcsLeaseProcessTest(tf.test.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    self.emu = _emulator()
-    self.dir = self.emu.url(f'lease-{uuid.uuid4().hex[:8]}/run')
-
-  def tearDown(self):
-    import gcs_emulator  # pylint: disable=g-import-not-at-top
-    gcs_emulator.unapply()
-    super().tearDown()
+class GcsLeaseProcessTest(_EmulatorTestCase):
 
   def test_killed_holder_is_taken_over_at_once_on_its_host(self):
     out = self.create_tempdir().full_path
@@ -455,25 +441,25 @@ class GcsLeaseProcessTest(tf.test.TestCase):
 
 
 @pytest.mark.slow  # training on gs://
-class TrainingVerifiesTheLeaseTest(tf.test.TestCase):
+class TrainingVerifiesTheLeaseTest(_EmulatorTestCase):
   """train_lib asks the store before each checkpoint save (gcs mode)."""
 
   def test_a_lease_taken_behind_the_run_stops_the_next_save(self):
     from bigbigan_tf import train_lib  # pylint: disable=g-import-not-at-top
-    emu = _emulator()
-    workdir = emu.url(f'verify-{uuid.uuid4().hex[:8]}/run')
+    workdir = self.dir
     # Renewals every 100 s: only verify() can see the takeover in time.
     config = testing.tiny_config(**{
         'train.lease_expiry_s': 300, 'train.checkpoint_every': 1,
         'train.steps_per_loop': 1, 'train.grid_every': 1000})
     with config.unlocked():
       config.num_train_steps = 2
-    first = workdir + '/checkpoints/ckpt-0.index'
+    first = _bucket().blob(workdir.split('/', 3)[3] +
+                           '/checkpoints/ckpt-0.index')
     stop = threading.Event()
 
     def take_over_after_step_0():
       while not stop.is_set():
-        if tf.io.gfile.exists(first):
+        if first.exists():
           _put(workdir, _foreign())
           return
         time.sleep(0.05)
@@ -495,13 +481,12 @@ class TrainingVerifiesTheLeaseTest(tf.test.TestCase):
 
 
 @pytest.mark.slow  # two train.py on gs://
-class TrainStalledPastItsLeaseTest(tf.test.TestCase):
+class TrainStalledPastItsLeaseTest(_EmulatorTestCase):
   """train.py SIGSTOPped past its lease: its successor trains; woken, it exits
   2 and nothing of its own lands in the workdir."""
 
   def test_stalled_trainer_is_fenced(self):
-    emu = _emulator()
-    workdir = emu.url(f'fence-{uuid.uuid4().hex[:8]}/run')
+    workdir = self.dir
     bucket = _bucket()
     prefix = workdir.split('/', 3)[3] + '/'
 
