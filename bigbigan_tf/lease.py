@@ -685,25 +685,25 @@ class _GcsHolder(Holder):
     with self._io_lock:
       self.check()
       seconds = self.expires - self.margin - _now()
+      current = None
       try:
-        generation = self.store.generation(seconds)
-        current = None
-        if generation != self.generation:
+        ours = self.store.generation(seconds) == self.generation
+        if not ours:
           current = self.store.read(seconds)
           if current is not None and current.info.get('token') == self.token:
-            # A renewal that failed on the way back had landed.
-            self.generation, self.expires = (current.generation,
-                                             current.info['expires'])
-            current = None
+            # A renewal whose answer was lost had landed: still ours.
+            self.generation, self.info = current.generation, current.info
+            self.expires = current.info['expires']
+            self.renewed = current.info['renewed']
+            ours, current = True, None
       except self.store.errors as e:
         # The store cannot be asked now: the local clock still bounds the
         # lease (check() below), as between beats.
         logging.warning('Could not read the lease %s (%s: %s); relying on '
                         'its expiry.', self.store.url, type(e).__name__,
                         _first_line(e))
-        current = None
-        generation = self.generation
-      if generation != self.generation:
+        ours = True
+      if not ours:
         self._raise_lost(current)
     self.check()
 
