@@ -283,6 +283,7 @@ class _Run:
     self.iterator = _data_iterator(config, strategy, seed=config.seed)
     self._restore()
     self.step = int(self.state.step.numpy())
+    self.check_lease()  # W/hardware.json is written next
     changed = _record_hardware(resolution, workdir, self.step, strategy,
                                hardware_snapshot)
     if changed:
