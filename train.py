@@ -9,9 +9,11 @@ and a --workdir all of them see (gs:// or a shared file system): the chief
 writes config, checkpoints, summaries and grids, the others only take part.
 
 One trainer per workdir: the run (the chief, under multi-worker) holds the
-workdir's lease until it ends (bigbigan_tf/lease.py, --config.train.lease); a
-second trainer on a busy workdir is refused before it writes anything, and a
-holder that loses its lease (stalled past its expiry) stops writing at once.
+workdir's lease until it ends (bigbigan_tf/lease.py, --config.train.lease: an
+OS lock on local paths, a compare-and-swap on gs://; its first lines say
+which); a second trainer on a busy workdir is refused before it writes
+anything, and a holder that loses its lease (stalled past its expiry) starts
+no new write and exits.
 
 Exit status: 0 done; 2 bad input (config file, --config.FIELD, workdir, data,
 unreadable checkpoints), a workdir in use by another run, a lost lease, or a
