@@ -9,9 +9,11 @@ and a --workdir all of them see (gs:// or a shared file system): the chief
 writes config, checkpoints, summaries and grids, the others only take part.
 
 One trainer per workdir: the run (the chief, under multi-worker) holds the
-workdir's lease until it ends (bigbigan_tf/lease.py, --config.train.lease); a
-second trainer on a busy workdir is refused before it writes anything, and a
-holder that loses its lease (stalled past its expiry) stops writing at once.
+workdir's lease until it ends (bigbigan_tf/lease.py, --config.train.lease: an
+OS lock on local paths, a compare-and-swap on gs://; its first lines say
+which); a second trainer on a busy workdir is refused before it writes
+anything, and a holder that loses its lease (stalled past its expiry) starts
+no new write and exits.
 
 Exit status: 0 done; 2 bad input (config file, --config.FIELD, workdir, data,
 unreadable checkpoints), a workdir in use by another run, a lost lease, or a
@@ -121,6 +123,17 @@ def _exit_now(code: int) -> None:
   os._exit(code)  # pylint: disable=protected-access
 
 
+def _last_good_checkpoint(workdir: str):
+  """The newest readable checkpoint of `workdir`, or None (none, or unknown)."""
+  from bigbigan_tf import checkpoints  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    return checkpoints.latest_readable(
+        os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
+  except (checkpoints.UnreadableCheckpointError, tf.errors.OpError, OSError):
+    return None
+
+
 def _main():
   """Trains; what goes wrong before or during the run is one line, exit 2."""
   # Imported here so --help answers without loading TensorFlow.
@@ -152,9 +165,11 @@ def _main():
   except (tf.errors.OpError, OSError) as e:
     # A full disk, a quota or a permission while writing checkpoints,
     # summaries, grids, config.json or hardware.json.
-    message = write_faults.message(e, _WORKDIR.value)
-    if message is None:
+    if write_faults.describe(e) is None:
       raise
+    message = write_faults.message(
+        e, _WORKDIR.value,
+        last_checkpoint=_last_good_checkpoint(_WORKDIR.value))
     logging.error('%s: %s', type(e).__name__, e)
     print(f'error: {message}', file=sys.stderr)
     sys.exit(2)

@@ -158,8 +158,11 @@ def validate(config: ml_collections.ConfigDict, *, num_replicas: int = 1):
          and not isinstance(t.lease_expiry_s, bool) and t.lease_expiry_s >= 3,
          'train.lease_expiry_s', t.lease_expiry_s,
          'it must be a number of seconds >= 3')
-  _check(t.lease in ('auto', 'lock', 'file'), 'train.lease', t.lease,
-         "allowed values are 'auto', 'lock' and 'file'")
+  # 'file' (the old ticket protocol's name) is still read from older
+  # workdirs' config.json: it now means the store's own lock, as 'auto'.
+  _check(t.lease in ('auto', 'lock', 'gcs', 'file'), 'train.lease', t.lease,
+         "allowed values are 'auto', 'lock' and 'gcs' ('file', an older "
+         "value, means 'auto')")
   ev = config.eval
   _check(isinstance(ev.every_steps, int) and ev.every_steps >= 0
          and ev.every_steps % t.checkpoint_every == 0, 'eval.every_steps',

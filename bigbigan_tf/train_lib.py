@@ -78,7 +78,8 @@ def _format_eta(seconds: float) -> str:
 
 
 def _exit_on_lost(error: lease.LeaseLostError) -> None:
-  """Lease lost: stop at once (a cut save leaves *_temp, removed later)."""
+  """Lease lost: stop at once, writing nothing more (a save cut short leaves
+  *_temp, which the next holder removes)."""
   logging.error('%s', error)
   logging.flush()
   print(f'error: {error}', file=sys.stderr, flush=True)
@@ -94,9 +95,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     config: a full config (configs/base.py).
     workdir: where config, checkpoints, summaries and grids go (gs:// works).
     strategy: a tf.distribute strategy; None = the default (one device).
-    on_lost: called (from the lease's heartbeat) if the chief loses the
-      workdir's lease (`config.train.lease` 'file'); the default prints one
-      line and exits 2.
+    on_lost: called once if the chief loses the workdir's lease (gcs mode;
+      from the heartbeat, or the check before a write that found it); the
+      default prints one line and exits 2.
 
   Returns:
     {'step': final step, 'metrics': the last logged metrics (floats),
@@ -111,8 +112,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       checkpoints.WorkdirError / checkpoints.UnreadableCheckpointError /
       hardware.HardwareError: before training starts.
     lease.LeaseError: another run holds the workdir (LeaseHeldError; under
-      multi-worker, refused the chief: nothing written), 'lock' mode without
-      OS locks, or the lease was lost (LeaseLostError: nothing written since).
+      multi-worker, refused the chief: nothing written), no mutual exclusion
+      on the workdir (flock unsupported, another scheme than gs://), or the
+      lease was lost (LeaseLostError: no write started since).
     NonFiniteLossError: a loss became NaN/inf (last good checkpoint kept).
   """
   strategy = strategy or tf.distribute.get_strategy()
@@ -131,9 +133,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   with contextlib.ExitStack() as stack:
     holder, refused = lease.Holder({}, 'none'), None
     if chief:
-      mode, why = lease.resolve_mode(workdir, config.train.lease)
-      logging.info('train.lease %s -> %s (%s).', config.train.lease, mode, why)
       try:
+        mode, why = lease.resolve_mode(workdir, config.train.lease)
+        logging.info('train.lease %s -> %s (%s).', config.train.lease, mode,
+                     why)
         holder = stack.enter_context(lease.hold(
             workdir, expiry_s=config.train.lease_expiry_s,
             mode=config.train.lease, on_lost=on_lost))
@@ -259,7 +262,9 @@ class _Run:
     t = self.t = config.train
     # Before every write (a run resumed from SIGSTOP may wake before its
     # lease's heartbeat): raises lease.LeaseLostError once it is lost.
-    self.check_lease = holder.check
+    # check() asks the local clock and the heartbeat; verify(), before each
+    # checkpoint save, asks the store too (gcs mode).
+    self.check_lease, self.verify_lease = holder.check, holder.verify
     self.config, self.workdir, self.strategy = config, workdir, strategy
     self.chief = chief = distribute.is_chief(strategy)
     # Checks config.eval's metrics before any work.
@@ -278,6 +283,7 @@ class _Run:
     self.iterator = _data_iterator(config, strategy, seed=config.seed)
     self._restore()
     self.step = int(self.state.step.numpy())
+    self.check_lease()  # W/hardware.json is written next
     changed = _record_hardware(resolution, workdir, self.step, strategy,
                                hardware_snapshot)
     if changed:
@@ -320,7 +326,7 @@ class _Run:
 
   def save(self, step: int) -> str:
     """Saves on every worker; returns the chief's checkpoint path."""
-    with self._writing(self.write_dir):
+    with self._writing(self.write_dir, verify=True):
       path = self.manager.save(checkpoint_number=step)
     distribute.remove_worker_dir(self.write_dir, self.strategy)
     self.last_checkpoint = os.path.join(self.checkpoint_dir,
@@ -441,9 +447,13 @@ class _Run:
         self.eval_seconds_total += seconds
 
   @contextlib.contextmanager
-  def _writing(self, path: str):
-    """A write to `path`: only while the lease holds; storage errors name it."""
-    self.check_lease()
+  def _writing(self, path: str, *, verify: bool = False):
+    """A write to `path`: only while the lease holds; storage errors name it.
+
+    `verify`: ask the store whether the lease is still this run's (a
+    checkpoint save); else the local clock and the heartbeat's verdict.
+    """
+    (self.verify_lease if verify else self.check_lease)()
     with write_faults.writing(path):
       yield
 

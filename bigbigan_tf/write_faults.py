@@ -6,7 +6,8 @@ operation that failed, never by the message alone: the run's writes go
 through `writing(path)`, which marks a storage failure there as a
 `WriteFailed` naming that path. A read failure (a 403 on a dataset file) is
 never called a write. `describe` gives (path, reason); `message` adds the last
-good checkpoint (kept) and what to do. train.py prints it and exits 2.
+good checkpoint (kept; the caller names it) and what to do. train.py prints it
+and exits 2.
 """
 
 import contextlib
@@ -110,19 +111,21 @@ def describe(error: BaseException) -> Optional[tuple[str, str]]:
   return None
 
 
-def message(error: BaseException, workdir: str) -> Optional[str]:
-  """The one line train.py prints for a write failure, or None if not one."""
+def message(error: BaseException, workdir: str, *,
+            last_checkpoint: Optional[str] = None) -> Optional[str]:
+  """The one line train.py prints for a write failure, or None if not one.
+
+  Args:
+    error: the exception that ended the run.
+    workdir: the run's workdir.
+    last_checkpoint: the newest readable checkpoint (kept), or None if there
+      is none (the caller finds it: this module knows no checkpoint layout).
+  """
   found = describe(error)
   if found is None:
     return None
   path, reason = found
-  # Imported here: checkpoints uses `writing`.
-  from bigbigan_tf import checkpoints  # pylint: disable=g-import-not-at-top
-  try:
-    last = checkpoints.latest_readable(
-        os.path.join(workdir, checkpoints.CHECKPOINT_DIR))
-  except (checkpoints.UnreadableCheckpointError, tf.errors.OpError, OSError):
-    last = None
+  last = last_checkpoint
   kept = (f'The last good checkpoint, {last}, is kept.' if last else
           'No checkpoint was written yet.')
   if reason in _NO_SPACE:

@@ -70,13 +70,22 @@ class FastOpsObjectTest(tf.test.TestCase):
   def test_from_config_resolves_auto_per_device(self):
     config = tiny.get_config().model
     cpu = hardware.Device('cpu', cpu_flags=frozenset({'avx2'}))
-    self.assertEqual(FastOps.from_config(config, cpu),
+
+    def on(device):
+      return lambda value, field: hardware.resolve_switch(value, field,
+                                                          device)[0]
+
+    self.assertEqual(FastOps.from_config(config, on(cpu)),
                      FastOps.every_trick(fused_resampling_min_size=8))
-    self.assertEqual(FastOps.from_config(config, hardware.Device('tpu')),
+    self.assertEqual(FastOps.from_config(config, on(hardware.Device('tpu'))),
                      PLAIN)
+    # A resolved config needs no resolver.
+    self.assertEqual(FastOps.from_config(
+        hardware.resolve(tiny.get_config(), cpu).config.model),
+                     FastOps.every_trick(fused_resampling_min_size=8))
     _set(config, 'pointwise_matmul', False)
     _set(config, 'tapped_filter_grad_max_pixels', 16)
-    ops = FastOps.from_config(config, cpu)
+    ops = FastOps.from_config(config, on(cpu))
     self.assertFalse(ops.pointwise_matmul)
     self.assertTrue(ops.tapped_filter_grad)
     self.assertEqual(ops.tapped_filter_grad_max_pixels, 16)

@@ -1,7 +1,8 @@
 """One writer per workdir, write failures and set-up signals, as users meet them.
 
 train.py runs in subprocesses (exit codes, signals and locks are a process's);
-the lease itself and the reading of write errors are tested in-process.
+the reading of write errors is tested in-process (the lease itself:
+tests/lease_test.py).
 """
 
 import errno
@@ -12,14 +13,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import textwrap
-import time
 
 import pytest
 import tensorflow as tf
 
 from bigbigan_tf import checkpoints
-from bigbigan_tf import lease
 from bigbigan_tf import write_faults
 import testing
 
@@ -60,83 +58,6 @@ def _check_nothing_half_written(test, workdir):
   test.assertFalse(glob.glob(os.path.join(workdir, 'checkpoints', '*_temp')))
   for index in glob.glob(os.path.join(workdir, 'checkpoints', '*.index')):
     test.assertIsNone(checkpoints.checkpoint_problem(index[:-len('.index')]))
-
-
-class LeaseTest(tf.test.TestCase):
-  """lease.hold in both modes, without training."""
-
-  @pytest.mark.slow  # a holder in a subprocess
-  def test_lock_refuses_while_held_and_dies_with_its_process(self):
-    workdir = os.path.join(self.create_tempdir().full_path, 'w')
-    with lease.hold(workdir, mode='lock') as holder:
-      info = holder.info
-      before = _listing(workdir)
-      # flock locks of two opens conflict, even in one process.
-      with self.assertRaisesRegex(
-          lease.LeaseHeldError,
-          rf'is in use by another training run \(pid {info["pid"]} on host '
-          r'.*, started .*\)\. Wait for it to finish, stop that run, or '
-          'pass another --workdir'):
-        with lease.hold(workdir, mode='lock'):
-          pass
-      self.assertEqual(_listing(workdir), before)
-    # Released: the next holder gets it.
-    with lease.hold(workdir, mode='lock'):
-      pass
-    # A holder SIGKILLed: the kernel drops its lock.
-    holder = testing.LiveRun(code=textwrap.dedent(f'''
-        import time
-        from bigbigan_tf import lease
-        with lease.hold({workdir!r}):
-          print('held', flush=True)
-          time.sleep(600)
-        '''))
-    holder.wait_for('held', timeout=120)
-    with self.assertRaisesRegex(lease.LeaseHeldError,
-                                f'pid {holder.proc.pid} '):
-      with lease.hold(workdir):
-        pass
-    holder.proc.kill()
-    holder.wait()
-    with lease.hold(workdir):
-      pass
-
-  def test_lease_file_heartbeat_expiry_and_release(self):
-    # The gs:// mode, on a local path (the protocol: tests/lease_test.py).
-    workdir = self.create_tempdir().full_path
-    lease_dir = os.path.join(workdir, lease.LEASE_DIRNAME)
-    with lease.hold(workdir, mode='file', expiry_s=3) as holder:
-      path = holder.path
-      self.assertEqual(os.listdir(lease_dir), [os.path.basename(path)])
-      with open(path) as f:
-        first = json.load(f)
-      with self.assertRaisesRegex(lease.LeaseHeldError,
-                                  r'its lease expires at .* unless renewed'):
-        with lease.hold(workdir, mode='file', expiry_s=3):
-          pass
-      # The heartbeat renews it (every second here).
-      deadline = time.time() + 30
-      while time.time() < deadline:
-        with open(path) as f:
-          renewed = json.load(f)
-        if renewed['expires'] > first['expires']:
-          break
-        time.sleep(0.2)
-      self.assertGreater(renewed['expires'], first['expires'])
-    self.assertEqual(os.listdir(lease_dir), [])  # Released.
-    # A dead holder's ticket (no heartbeat) blocks only until it expires
-    # (plus the clock-skew margin, 0.3 s here).
-    dead = dict(first, pid=first['pid'] + 1, expires=time.time() + 1.0)
-    with open(path, 'w') as f:
-      json.dump(dead, f)
-    with self.assertRaises(lease.LeaseHeldError):
-      with lease.hold(workdir, mode='file', expiry_s=3):
-        pass
-    time.sleep(1.5)
-    with self.assertLogs(level='WARNING') as logs:
-      with lease.hold(workdir, mode='file', expiry_s=3):
-        pass
-    self.assertRegex('\n'.join(logs.output), 'Taking over the expired lease')
 
 
 class WriteFaultsTest(tf.test.TestCase):
@@ -234,52 +155,6 @@ class WorkdirFaultsTest(tf.test.TestCase):
     _check_nothing_half_written(self, workdir)
     self.assertEqual(checkpoints.latest_readable(
         os.path.join(workdir, 'checkpoints')), ckpt0)
-
-
-@pytest.mark.slow
-class LeaseFileTrainingTest(tf.test.TestCase):
-  """--config.train.lease=file end to end: a holder SIGSTOPped past its
-  expiry loses to its successor, and exits 2 on SIGCONT writing nothing."""
-
-  def test_stalled_trainer_gives_up_while_its_successor_trains(self):
-    workdir = os.path.join(self.create_tempdir().full_path, 'w')
-    args = ['--config.train.lease=file', '--config.train.lease_expiry_s=3',
-            '--config.num_train_steps=100000',
-            '--config.train.grid_every=1000'] + [
-                f'--config.train.{f}=10' for f in ('steps_per_loop',
-                                                   'log_every',
-                                                   'checkpoint_every')]
-    a = testing.train_process(workdir, *args)
-    b = None
-    try:
-      a.wait_for('step 10/')
-      a.proc.send_signal(signal.SIGSTOP)
-      time.sleep(3.5)  # past its expiry and the clock-skew margin
-      b = testing.train_process(workdir, *args)
-      b.wait_for('Holding the lease')
-      taken = time.time()
-      a.proc.send_signal(signal.SIGCONT)
-      self.assertEqual(a.wait(timeout=60), 2, a.output()[-3000:])
-      self.assertLen(a.error_lines(), 1, a.output()[-3000:])
-      self.assertRegex(a.error_lines()[0], rf'^error: lost the lease on '
-                       rf'{workdir} to pid {b.proc.pid} on host .*: this '
-                       r"run's renewals stopped for \d+ s \(lease expiry 3 "
-                       r's\); it wrote nothing after that\.$')
-      # A's summaries (its pid in the name) and any checkpoint: nothing
-      # written since the takeover (B is still setting up).
-      events = glob.glob(os.path.join(workdir, 'train',
-                                      f'*.{a.proc.pid}.*'))
-      self.assertNotEmpty(events)
-      for path in events + glob.glob(os.path.join(workdir, 'checkpoints',
-                                                  'ckpt-*')):
-        self.assertLess(os.path.getmtime(path), taken, path)
-      b.wait_for('step 20/')  # the successor trains
-      self.assertIsNone(b.proc.poll())
-    finally:
-      for run in (a, b):
-        if run is not None:
-          run.proc.kill()
-          run.wait()
 
 
 @pytest.mark.slow

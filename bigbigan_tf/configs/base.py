@@ -217,17 +217,18 @@ def get_base_config() -> ml_collections.ConfigDict:
   # checkpoint size (the buffer's decoded images); off at ImageNet scale.
   config.train.checkpoint_data_iterator = False
   # One trainer per workdir (bigbigan_tf/lease.py; docs/scaling.md, "Workdir
-  # lease"): 'lock' = an OS lock on W/lease.json, dropped when its process
-  # dies (local disks); 'file' = claims in W/lease/ renewed by a heartbeat,
-  # for gs:// and any directory several hosts share (NFS, gcsfuse, sshfs),
-  # where OS locks are missing or local to one host; 'auto' = 'file' for
-  # paths with '://', else 'lock', falling back to 'file' where flock is
-  # unsupported. Resumable.
+  # lease"), through the store's own lock: 'lock' = fcntl.flock on
+  # W/lease.json, dropped when its process dies (local disks, NFSv4; refused
+  # where flock does not work); 'gcs' = the object W/lease.json written only
+  # through generation preconditions (compare-and-swap), renewed by a
+  # heartbeat (gs://); 'auto' = 'gcs' on gs://, 'lock' on local paths; other
+  # schemes are refused. 'file' (an older value) means 'auto'. Resumable.
   config.train.lease = 'auto'
-  # 'file' mode: a claim lasts this many seconds unless renewed (it is, every
-  # third of it): a run that died blocks a new one at most this long, and a
-  # holder that stalls longer loses the lease and stops. Host clocks must
-  # agree within min(5 s, a tenth of it).
+  # 'gcs' mode: the lease lasts this many seconds unless renewed (it is,
+  # every third of it): a run that died on another host blocks a new one at
+  # most this long (on the same host it is taken over at once), and a holder
+  # that stalls longer loses the lease and stops. Host clocks must agree
+  # within min(5 s, a tenth of it).
   config.train.lease_expiry_s = 300
 
   # Evaluation inside the training process (the chief's, after a checkpoint):

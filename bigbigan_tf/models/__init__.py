@@ -6,6 +6,7 @@ import keras
 import ml_collections
 import numpy as np
 
+from bigbigan_tf import hardware
 from bigbigan_tf.models.discriminator import Discriminator
 from bigbigan_tf.models.encoder import Encoder
 from bigbigan_tf.models.fast_ops import FastOps
@@ -26,7 +27,8 @@ def build_networks(model_config: ml_collections.ConfigDict, *,
   Args:
     model_config: the `model` section of a config (see configs/base.py).
     fast_ops: how to compute convolutions and batch norms; default:
-      `FastOps.from_config(model_config)`. `FastOps.plain()` gives the plain
+      `FastOps.from_config(model_config, hardware.switch)` ('auto' follows
+      this machine). `FastOps.plain()` gives the plain
       Keras path that runs on every backend and saves as `.keras`.
 
   Returns:
@@ -38,7 +40,7 @@ def build_networks(model_config: ml_collections.ConfigDict, *,
   # One resolution of the speed switches ('auto' follows this machine) for
   # all three networks.
   if fast_ops is None:
-    fast_ops = FastOps.from_config(m)
+    fast_ops = FastOps.from_config(m, hardware.switch)
   g, e, d = m.generator, m.encoder, m.discriminator
   generator = Generator(
       resolution=m.resolution, z_dim=m.z_dim, ch=g.ch,

@@ -19,14 +19,14 @@ and batch norm, and it picks the trick or the plain op:
                       per-tap matmuls (`tapped_filter_grad_conv`).
 
 `FastOps.plain()` turns every trick off (the plain Keras path);
-`FastOps.from_config(config.model)` settles the config's 'auto' switches for
-this machine (bigbigan_tf/hardware.py). On backends other than TensorFlow
-the TensorFlow-only tricks (fused batch norm, tapped filter gradient) fall
-back to the plain op.
+`FastOps.from_config(config.model, hardware.switch)` settles the config's
+'auto' switches for this machine (bigbigan_tf/hardware.py). On backends other
+than TensorFlow the TensorFlow-only tricks (fused batch norm, tapped filter
+gradient) fall back to the plain op.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import keras
 from keras import ops
@@ -84,7 +84,8 @@ class FastOps:
       value = getattr(self, name)
       if not isinstance(value, bool):
         raise ValueError(f'FastOps.{name} = {value!r} must be True or False; '
-                         "resolve 'auto' with FastOps.from_config.")
+                         "resolve 'auto' with FastOps.from_config(model, "
+                         'hardware.switch).')
     for name in THRESHOLD_FIELDS:
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -102,17 +103,20 @@ class FastOps:
     return cls(**{name: True for name in SWITCH_FIELDS}, **thresholds)
 
   @classmethod
-  def from_config(cls, model_config, device=None) -> 'FastOps':
-    """The tricks `config.model` asks for, 'auto' settled for `device`.
+  def from_config(cls, model_config,
+                  switch: Optional[Callable[[Any, str], bool]] = None
+                  ) -> 'FastOps':
+    """The tricks `config.model` asks for, 'auto' settled by `switch`.
 
     Args:
       model_config: the `model` section of a config (configs/base.py).
-      device: a hardware.Device to resolve 'auto' for (None = this machine).
+      switch: (value, 'model.FIELD') -> on?, e.g. `hardware.switch` for this
+        machine; None: the switches must be booleans already (a resolved
+        config, `hardware.resolve(config).config`).
     """
-    from bigbigan_tf import hardware  # pylint: disable=g-import-not-at-top
     switches = {
-        name: hardware.resolve_switch(model_config[name], f'model.{name}',
-                                      device)[0]
+        name: (switch(model_config[name], f'model.{name}') if switch
+               else model_config[name])
         for name in SWITCH_FIELDS}
     thresholds = {name: model_config[name] for name in THRESHOLD_FIELDS}
     return cls(**switches, **thresholds)
