@@ -16,8 +16,9 @@ tests, keeps the subprocesses few (each TensorFlow start costs 10-20 s):
       the front on their second checkpoint.
   phase 3: export.py --checkpoint=best to gs://, then hub.load from gs://.
 
-The lease is waited out (A's lease_expiry_s is short), which holds for the
-ticket lease and for a compare-and-swap one alike.
+A's lease is waited out (its lease_expiry_s is short) rather than taken
+over as a same-host dead holder's, so the resume does not depend on that
+shortcut of the compare-and-swap lease.
 """
 
 import json
@@ -41,8 +42,8 @@ from bigbigan_tf import workdir_layout
 _DETERMINISTIC = ('--config.train.deterministic=True',
                   '--config.train.checkpoint_data_iterator=True',
                   '--config.train.steps_per_loop=1')
-# The workdir's lease expiry: 5 s lost the ticket lease of the resumed run
-# on a loaded 2-core machine (renewals through TF's GCS took longer).
+# The workdir's lease expiry: 5 s lost the lease of the resumed run on a
+# loaded 2-core machine (renewals took longer).
 _EXPIRY_S = 20
 _RUN_ARGS = _DETERMINISTIC + (
     f'--config.train.lease_expiry_s={_EXPIRY_S}',
