@@ -28,6 +28,15 @@ def _fresh(name: str) -> str:
 
 
 @pytest.mark.slow  # starts fake-gcs-server
+
+def _in_fresh_process(code: str) -> subprocess.CompletedProcess:
+  """Runs `code` in a new Python routed to the emulator (env()'s settings
+  are read when TensorFlow loads, so they apply there from the start)."""
+  env = dict(os.environ, **gcs_emulator.env(), TF_CPP_MIN_LOG_LEVEL='2')
+  return subprocess.run([sys.executable, '-c', code], env=env,
+                        capture_output=True, text=True, timeout=120,
+                        check=False)
+
 class GcsEmulatorTest(tf.test.TestCase):
 
   def tearDown(self):
@@ -73,10 +82,7 @@ class GcsEmulatorTest(tf.test.TestCase):
     code = ('import tensorflow as tf\n'
             f'r = tf.train.load_checkpoint({directory + "/ckpt-2"!r})\n'
             'print(float(r.get_tensor("v/.ATTRIBUTES/VARIABLE_VALUE").sum()))')
-    env = dict(os.environ, **gcs_emulator.env(), TF_CPP_MIN_LOG_LEVEL='2')
-    run = subprocess.run([sys.executable, '-c', code], env=env,
-                         capture_output=True, text=True, timeout=120,
-                         check=False)
+    run = _in_fresh_process(code)
     self.assertEqual(run.returncode, 0, run.stderr[-2000:])
     self.assertEqual(float(run.stdout.split()[-1]), 2000.0)
 
@@ -131,10 +137,7 @@ class GcsEmulatorTest(tf.test.TestCase):
             'except tf.errors.OpError as e:\n'
             '  print(type(e).__name__, e.message.replace("\\n", " "))\n'
             '  sys.exit(3)\n')
-    env = dict(os.environ, **gcs_emulator.env(), TF_CPP_MIN_LOG_LEVEL='2')
-    run = subprocess.run([sys.executable, '-c', code], env=env,
-                         capture_output=True, text=True, timeout=120,
-                         check=False)
+    run = _in_fresh_process(code)
     self.assertEqual(run.returncode, 3, run.stderr[-2000:])
     self.assertRegex(run.stdout, r'response code 429')
     gcs_emulator.clear()
