@@ -1,7 +1,6 @@
 """The linear-probe protocol on synthetic features with known answers."""
 
 import json
-import time
 
 import numpy as np
 import tensorflow as tf
@@ -87,15 +86,13 @@ class LinearProbeTest(tf.test.TestCase):
     self.assertEqual(result['learning_rate'], 1e-3)
     self.assertLen(result['sweep'], 1)
 
-  def test_sweep_takes_seconds_on_4096_d(self):
+  def test_sweep_on_4096_d(self):
     rng = np.random.default_rng(4)
     centers = rng.normal(size=(10, 4096)) * 0.05
     train_x, train_y = _clusters(rng, centers, 4000)
     eval_x, eval_y = _clusters(rng, centers, 500)
-    start = time.time()
     result = linear_probe.linear_probe(
         train_x, train_y, eval_x, eval_y, num_classes=10, epochs=20)
-    self.assertLess(time.time() - start, 20.0)
     self.assertGreater(result['top1'], 0.5)
 
   def test_rejects_bad_labels(self):
