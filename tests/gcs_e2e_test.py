@@ -12,8 +12,9 @@ tests, keeps the subprocesses few (each TensorFlow start costs 10-20 s):
   phase 2 (side by side): after A's lease expires, C resumes the run to step
       F = A's last readable checkpoint + 2; S trains a fresh workdir straight
       to F (C's ckpt-F must equal S's bit for bit); the watcher, restarted,
-      follows C to its final step; two short runs get a 403 and a 429 from
-      the front on their second checkpoint.
+      follows C to its final step; a short run gets a 403 from the front on
+      its second checkpoint (TensorFlow's retries of a 429 are
+      gcs_emulator_test's).
   phase 3: export.py --checkpoint=best to gs://, then hub.load from gs://.
 
 A's lease is waited out (its lease_expiry_s is short) rather than taken
@@ -24,11 +25,11 @@ shortcut of the compare-and-swap lease.
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 import uuid
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -108,6 +109,20 @@ def _local_reader(checkpoint: str):
       os.path.join(local, os.path.basename(prefix)))
 
 
+def _differences(a, b) -> list:
+  """(name, max relative difference) of the variables two readers differ in."""
+  names = [n for n in a.get_variable_to_shape_map()
+           if not n.startswith('data_iterator') and '_CHECKPOINTABLE' not in n]
+  assert len(names) > 100, names
+  found = []
+  for name in sorted(names):
+    x, y = a.get_tensor(name), b.get_tensor(name)
+    if not np.array_equal(x, y):
+      scale = np.maximum(np.abs(x), 1e-12)
+      found.append((name, float(np.max(np.abs(x - y) / scale))))
+  return found
+
+
 def _finished(run: testing.LiveRun, timeout=600) -> dict:
   code = run.wait(timeout=timeout)
   return {'code': code, 'output': run.output(), 'errors': run.error_lines()}
@@ -124,7 +139,7 @@ class GcsEndToEndTest(tf.test.TestCase):
     cls.run_dir = f'{cls.root}/run'
     cls.straight = f'{cls.root}/straight'
     cls.export_dir = f'{cls.root}/export'
-    cls.faults = {status: f'{cls.root}/fault{status}' for status in (403, 429)}
+    cls.faults = {403: f'{cls.root}/fault403'}
     cls.live = []
     try:
       cls._phase1(emu)
@@ -223,23 +238,34 @@ class GcsEndToEndTest(tf.test.TestCase):
     self.assertEqual(_checkpoint_steps(f'{self.run_dir}/checkpoints')[-1],
                      self.final)
 
-  # Seen in CI's run on a 2-core Zen 3 (2026-12-07): every variable equal to
-  # about 1e-4 relative, not bit for bit (train_test's local SIGTERM resume
-  # is bit for bit). Open: the cause (encoder noise state, a loaded machine's
-  # thread split, or the gs:// resume itself) is not found yet.
+  # Seen twice in CI's runs on a 2-core Zen 3 (2026-12-07): values equal to
+  # about 1e-4 relative, not bit for bit. Not reproduced in four standalone
+  # runs of the same scenario against the emulator (SIGKILL mid-run and
+  # mid-save, a watcher beside, a second trainer, four busy loops): all
+  # bitwise equal. On a mismatch the message says which variables differ and
+  # whether A's checkpoint at the resume step already did.
   @pytest.mark.xfail(strict=False, reason='gs:// SIGKILL resume differed by '
-                     '~1e-4 relative from the uninterrupted run; cause open')
+                     '~1e-4 relative from the uninterrupted run in CI; cause '
+                     'open, not reproduced standalone')
   def test_sigkilled_and_resumed_equals_uninterrupted(self):
     self.assertEqual(self.a['code'], -signal.SIGKILL, self.a['output'][-3000:])
     self.assertEqual(self.straight_run['code'], 0,
                      self.straight_run['output'][-3000:])
-    a = _local_reader(f'{self.straight}/checkpoints/ckpt-{self.final}')
-    b = _local_reader(f'{self.run_dir}/checkpoints/ckpt-{self.final}')
-    names = [n for n in a.get_variable_to_shape_map()
-             if not n.startswith('data_iterator') and '_CHECKPOINTABLE' not in n]
-    self.assertGreater(len(names), 100)
-    for name in names:
-      self.assertAllEqual(a.get_tensor(name), b.get_tensor(name), msg=name)
+    at_final = _differences(
+        _local_reader(f'{self.straight}/checkpoints/ckpt-{self.final}'),
+        _local_reader(f'{self.run_dir}/checkpoints/ckpt-{self.final}'))
+    if at_final:
+      at_resume = _differences(
+          _local_reader(f'{self.straight}/checkpoints/'
+                        f'ckpt-{self.resume_from}'),
+          _local_reader(f'{self.run_dir}/checkpoints/'
+                        f'ckpt-{self.resume_from}'))
+      resumed = [line for line in self.resumed['output'].splitlines()
+                 if 'Resumed from' in line]
+      self.fail(f'{len(at_final)} variables differ at step {self.final} '
+                f'(name, max relative difference): {at_final[:10]}; at the '
+                f'resume step {self.resume_from}, {len(at_resume)} differ: '
+                f'{at_resume[:5]}; {resumed}')
 
   def test_second_trainer_is_refused_in_one_line(self):
     self.assertTrue(self.a_alive_at_refusal)
@@ -305,9 +331,8 @@ class GcsEndToEndTest(tf.test.TestCase):
     self.assertIn(1, steps)
     self.assertIn(self.final, steps)
 
-  def test_403_and_429_on_checkpoint_writes_are_one_line_and_exit_2(self):
-    reasons = {403: 'Permission denied',
-               429: r'quota or rate limit exceeded \(HTTP 429\)'}
+  def test_403_on_checkpoint_writes_is_one_line_and_exit_2(self):
+    reasons = {403: 'Permission denied'}
     for status, workdir in self.faults.items():
       with self.subTest(status=status):
         run = self.fault_runs[status]
@@ -318,7 +343,7 @@ class GcsEndToEndTest(tf.test.TestCase):
             rf'^error: cannot write {workdir}/checkpoints.*: '
             rf'{reasons[status]}\. The last good checkpoint, '
             rf'{workdir}/checkpoints/ckpt-0, is kept\. .*re-run the same '
-            'command to resume\.$')
+            r'command to resume\.$')
         self.assertNotIn('Traceback', run['output'])
 
 
