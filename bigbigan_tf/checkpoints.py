@@ -104,8 +104,11 @@ class TrainState:
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    self.nets = models.build_networks(config.model)
-    ema_nets = models.build_networks(config.model)
+    # Initial values that follow config.seed alone, whatever other threads
+    # (the lease's heartbeat) draw from Python's `random` meanwhile.
+    with models.initial_values_from(config.seed):
+      self.nets = models.build_networks(config.model)
+      ema_nets = models.build_networks(config.model)
     self.ema_generator = ema_nets.generator
     self.ema_encoder = ema_nets.encoder
     self.g_ema = ema_lib.EMA(self.nets.generator, self.ema_generator)

@@ -1,6 +1,8 @@
 """Shapes, ranges, parameter counts and spectral norm of the networks."""
 
 import os
+import random
+import threading
 from unittest import mock
 
 import keras
@@ -10,6 +12,7 @@ import tensorflow as tf
 from bigbigan_tf.configs import imagenet128
 from bigbigan_tf.configs import tiny
 from bigbigan_tf.models import build_networks
+from bigbigan_tf.models import initial_values_from
 from bigbigan_tf.models import discriminator as disc_lib
 from bigbigan_tf.models import encoder as enc_lib
 from bigbigan_tf.models import generator as gen_lib
@@ -218,6 +221,38 @@ class ParameterCountTest(tf.test.TestCase):
   def test_tiny_config_counts(self):
     nets = build_networks(tiny.get_config().model)
     self.assertEqual([_count(n) for n in nets], [68_044, 41_796, 72_932])
+
+
+class InitialValuesTest(tf.test.TestCase):
+
+  def test_seeded_build_ignores_other_threads_drawing_from_random(self):
+    # As the gs:// lease's heartbeat does (google-cloud-storage's multipart
+    # boundary) while train.py builds the networks. Without the context,
+    # this failed (checked by hand).
+    config = tiny.get_config().model
+    stop = threading.Event()
+
+    def draw():
+      while not stop.wait(0.001):
+        random.random()
+
+    def weights(seed):
+      with initial_values_from(seed):
+        nets = build_networks(config)
+      return [v.numpy() for net in nets for v in net.weights]
+
+    thread = threading.Thread(target=draw, daemon=True)
+    thread.start()
+    try:
+      first, second, other = weights(3), weights(3), weights(4)
+    finally:
+      stop.set()
+      thread.join()
+    self.assertLen(first, len(second))
+    for a, b in zip(first, second):
+      self.assertAllEqual(a, b)
+    # sn_u vectors (unseeded RandomNormal) follow the seed.
+    self.assertFalse(all(np.array_equal(a, b) for a, b in zip(first, other)))
 
 
 class CheckpointTest(tf.test.TestCase):

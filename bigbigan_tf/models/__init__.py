@@ -1,5 +1,7 @@
 """The three BigBiGAN networks and a factory that builds them from a config."""
 
+import contextlib
+import random
 from typing import NamedTuple, Optional
 
 import keras
@@ -12,6 +14,32 @@ from bigbigan_tf.models.encoder import Encoder
 from bigbigan_tf.models.fast_ops import FastOps
 from bigbigan_tf.models.generator import Generator
 from bigbigan_tf.models.revnet import RevNetEncoder
+
+
+@contextlib.contextmanager
+def initial_values_from(seed: int):
+  """Keras's unseeded initializers draw their seeds from `Random(seed)`.
+
+  An unseeded Keras initializer (`RandomNormal(seed=None)`, a kernel
+  initializer given by name) takes its seed from Python's global `random`
+  when it is made. Another thread may draw from that generator meanwhile:
+  google-cloud-storage does, for the boundary of every multipart upload (the
+  gs:// lease's heartbeat renews with one). A renewal during the build then
+  changed the spectral-norm vectors of the last layers built, and a run
+  resumed after a SIGKILL was no longer bit for bit the uninterrupted one.
+  Inside this context the seeds come from a generator of this build alone.
+  """
+  try:
+    from keras.src.random import seed_generator  # pylint: disable=g-import-not-at-top
+    shared = seed_generator.python_random
+  except (ImportError, AttributeError):  # another Keras layout: unpatched
+    yield
+    return
+  seed_generator.python_random = random.Random(seed)
+  try:
+    yield
+  finally:
+    seed_generator.python_random = shared
 
 
 class Networks(NamedTuple):
