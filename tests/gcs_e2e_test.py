@@ -128,7 +128,7 @@ def _finished(run: testing.LiveRun, timeout=600) -> dict:
   return {'code': code, 'output': run.output(), 'errors': run.error_lines()}
 
 
-@pytest.mark.slow  # five TensorFlow subprocesses at most at once
+@pytest.mark.slow  # four TensorFlow subprocesses at most at once
 class GcsEndToEndTest(tf.test.TestCase):
 
   @classmethod
